@@ -1,0 +1,27 @@
+"""Shared fixtures: the real CRAFT data beside the project, and tiny fixture files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+CRAFT_DIR = SHARED_DATA / "craft-iob"
+
+
+@pytest.fixture(scope="session")
+def craft_dir() -> Path:
+    if not (CRAFT_DIR / "train.tsv").is_file():
+        pytest.fail(
+            f"the real CRAFT-IOB data is expected at {CRAFT_DIR} (../shared beside the clone)"
+        )
+    return CRAFT_DIR
+
+
+def write_iob(path: Path, sentences: list[list[tuple[str, str]]]) -> Path:
+    """Write sentences of (token, tag) pairs as a CRAFT-IOB file."""
+    blocks = ["".join(f"{tok}\t{tag}\n" for tok, tag in sentence) for sentence in sentences]
+    path.write_text("\n".join(blocks) + "\n", encoding="utf-8")
+    return path
