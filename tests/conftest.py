@@ -20,6 +20,14 @@ def craft_dir() -> Path:
     return CRAFT_DIR
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT token classifier saved as a model directory (no download)."""
+    from ner.model import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
 def write_iob(path: Path, sentences: list[list[tuple[str, str]]]) -> Path:
     """Write sentences of (token, tag) pairs as a CRAFT-IOB file."""
     blocks = ["".join(f"{tok}\t{tag}\n" for tok, tag in sentence) for sentence in sentences]
