@@ -33,3 +33,16 @@ def write_iob(path: Path, sentences: list[list[tuple[str, str]]]) -> Path:
     blocks = ["".join(f"{tok}\t{tag}\n" for tok, tag in sentence) for sentence in sentences]
     path.write_text("\n".join(blocks) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray instance (2 CPUs, like CI) for every test that needs it."""
+    import ray
+
+    if ray.is_initialized():
+        yield ray
+        return
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

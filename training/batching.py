@@ -1,0 +1,145 @@
+"""Sub-token encoding with aligned labels, length-grouped sharded batches, padding.
+
+Kept apart from the loop so each piece can be tested on its own and reused by the
+Hugging Face ``Trainer`` baseline (which must see the same encoded examples).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ner.labels import ID2LABEL, LABEL2ID
+
+IGNORE_INDEX = -100  # the index torch's cross-entropy skips
+# Word-level continuation label for sub-tokens after the first, when every
+# sub-token is trained (B-X continues as I-X).
+_CONTINUATION = {
+    i: LABEL2ID["I-" + label[2:]] if label.startswith("B-") else i for i, label in ID2LABEL.items()
+}
+
+
+@dataclass
+class Encoded:
+    """One sentence as model input: sub-token ids, aligned labels, word -> first sub-token."""
+
+    input_ids: list[int]
+    labels: list[int]
+    first_subtoken: list[int]  # per word; -1 when the word produced no sub-token
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode_sentences(
+    tokenizer,
+    tokens: Sequence[Sequence[str]],
+    tag_ids: Sequence[Sequence[int]],
+    max_length: int = 512,
+    label_all_subtokens: bool = False,
+) -> list[Encoded]:
+    """Tokenise pre-split sentences and align word tags to sub-tokens.
+
+    The first sub-token of a word carries its tag; the rest are ignored, or, with
+    ``label_all_subtokens``, carry the word's tag with B- turned into I-.
+    """
+    batch = tokenizer(
+        [list(t) for t in tokens],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+    )
+    encoded = []
+    for i, tags in enumerate(tag_ids):
+        word_ids = batch.word_ids(i)
+        labels = []
+        first = [-1] * len(tags)
+        previous = None
+        for position, word in enumerate(word_ids):
+            if word is None:
+                labels.append(IGNORE_INDEX)
+            elif word != previous:
+                first[word] = position
+                labels.append(int(tags[word]))
+            else:
+                labels.append(
+                    _CONTINUATION[int(tags[word])] if label_all_subtokens else IGNORE_INDEX
+                )
+            previous = word
+        encoded.append(Encoded(list(batch["input_ids"][i]), labels, first))
+    return encoded
+
+
+def shard_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    world_size: int = 1,
+    rank: int = 0,
+    seed: int = 42,
+    epoch: int = 0,
+    shuffle: bool = True,
+    group_by_length: bool = True,
+) -> list[list[int]]:
+    """This worker's batches of example indices for one epoch.
+
+    Every example lands in exactly one batch of exactly one worker, and every
+    worker gets the same number of batches (distributed data parallel steps in
+    lock-step). Examples are shuffled with ``seed + epoch``, then grouped into
+    batches of similar length within windows of 50 batches to cut padding.
+    """
+    n = len(lengths)
+    if n < world_size:
+        raise ValueError(f"{n} examples cannot be shared among {world_size} workers")
+    order = list(range(n))
+    rng = random.Random(seed + epoch)
+    if shuffle:
+        rng.shuffle(order)
+    if group_by_length:
+        window = batch_size * 50
+        order = [
+            i
+            for start in range(0, n, window)
+            for i in sorted(order[start : start + window], key=lambda j: -lengths[j])
+        ]
+    batches = [order[start : start + batch_size] for start in range(0, n, batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    extra = len(batches) % world_size
+    if extra:
+        # Spread the leftover batches' examples over the last full round so
+        # no example is dropped or repeated and step counts stay equal.
+        leftover = [i for batch in batches[-extra:] for i in batch]
+        batches = batches[:-extra]
+        if not batches:
+            batches = [leftover[r::world_size] for r in range(world_size)]
+        else:
+            for k, index in enumerate(leftover):
+                batches[len(batches) - world_size + k % world_size].append(index)
+    return batches[rank::world_size]
+
+
+def collate(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a batch to its longest example (dynamic padding)."""
+    width = max(len(e) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        size = len(example)
+        input_ids[row, :size] = torch.tensor(example.input_ids)
+        labels[row, :size] = torch.tensor(example.labels)
+        attention[row, :size] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def word_predictions(logits: torch.Tensor, examples: Sequence[Encoded]) -> list[list[int]]:
+    """Per-word predicted label ids (first sub-token's argmax); ``O`` for words with none."""
+    best = logits.argmax(dim=-1).tolist()
+    outside = LABEL2ID["O"]
+    return [
+        [best[row][p] if p >= 0 else outside for p in example.first_subtoken]
+        for row, example in enumerate(examples)
+    ]
