@@ -87,3 +87,18 @@ def test_bad_config_and_missing_model_exit_with_a_message(tmp_path, capsys):
     assert "unknown key(s) for TrainConfig: epochz" in capsys.readouterr().err
     assert main(["--config", str(SMOKE), f"base_model={tmp_path}/missing"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_job_rescores_the_export_identically(clean_run, craft_dir, tmp_path):
+    from jobs.evaluate import main as evaluate_main
+
+    cfg, _, export_dir, best = clean_run
+    out = tmp_path / "eval"
+    args = ["--model", export_dir, "--data-dir", str(craft_dir), "--out", str(out)]
+    assert evaluate_main([*args, "--max-sentences", str(cfg.max_eval_sentences)]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    # the same sentences scored by a different code path give the training-time figures
+    assert record["metrics"]["devel_token_accuracy"] == pytest.approx(best["devel_token_accuracy"])
+    assert record["metrics"]["devel_f1"] == pytest.approx(best["devel_f1"])
+    assert (out / "per_type_f1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| Taxon |" in (out / "scores.md").read_text()

@@ -1,0 +1,70 @@
+"""Side by side on one machine: our Ray Train job vs a one-process Hugging Face Trainer.
+
+    python -m benchmarks.train_vs_hf_trainer --config configs/train_minilm_cpu.yaml [key=value ...]
+
+Both peers get the same config (base model, data, hyperparameters, global batch, CPU
+budget) and run one after the other as fresh processes; wall time is measured around
+each process, start-up included. Prints devel F1 and wall time of each and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+
+def _run(command: list[str], marker: str) -> tuple[dict, float]:
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"{' '.join(command)} failed with exit code {proc.returncode}")
+    for line in proc.stdout.splitlines():
+        if line.startswith(marker):
+            return json.loads(line[len(marker) :]), seconds
+    raise SystemExit(f"no '{marker}' line in the output of {' '.join(command)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_vs_hf_trainer")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    common = ["--config", args.config, *args.overrides]
+    hf, hf_seconds = _run(
+        [sys.executable, "-m", "benchmarks.hf_trainer_baseline", *common], "hf_trainer_result: "
+    )
+    ours, ours_seconds = _run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.train",
+            *common,
+            f"name=bench-{stamp}",
+            "storage_path=outputs/bench",
+        ],
+        "training finished: ",
+    )
+    print(f"machine: {platform.node()} {platform.machine()}, date {datetime.now(UTC):%Y-%m-%d}")
+    print(f"config: {args.config} {' '.join(args.overrides)}")
+    print(f"{'peer':<28}{'devel F1':>10}{'strict F1':>11}{'steps':>8}{'wall s':>9}")
+    print(
+        f"{'HF Trainer, 1 process':<28}{hf['devel_f1']:>10.4f}{hf['devel_strict_f1']:>11.4f}{hf['global_step']:>8}{hf_seconds:>9.1f}"
+    )
+    print(
+        f"{'Ray Train job (ours)':<28}{ours['devel_f1']:>10.4f}{ours['devel_strict_f1']:>11.4f}{ours['global_step']:>8}{ours_seconds:>9.1f}"
+    )
+    print(f"F1 difference (ours - HF): {100 * (ours['devel_f1'] - hf['devel_f1']):+.2f} points")
+    print(f"wall-time ratio (ours / HF): {ours_seconds / hf_seconds:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
