@@ -64,11 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     gold = [[ID2LABEL[t] for t in tags] for tags in data["devel"]["ner_tags"]]
 
     def compute_metrics(prediction):
+        # Trainer orders eval batches by length too (a seeded LengthGroupedSampler):
+        # rebuild that order to pair each prediction row with its sentence.
+        order = list(iter(trainer._get_eval_sampler(trainer.eval_dataset)))
         best = np.asarray(prediction.predictions).argmax(-1)
-        pred = [
-            [ID2LABEL[int(best[i, p])] if p >= 0 else "O" for p in e.first_subtoken]
-            for i, e in enumerate(devel)
-        ]
+        labels = np.asarray(prediction.label_ids)
+        for row, i in enumerate(order):  # the pairing must reproduce the gold labels
+            first = [p for p in devel[i].first_subtoken if p >= 0]
+            if [ID2LABEL[int(t)] for t in labels[row, first]] != gold[i][: len(first)]:
+                raise RuntimeError(f"eval row {row} is not devel sentence {i}")
+        pred: list = [None] * len(devel)
+        for row, i in enumerate(order):
+            pred[i] = [
+                ID2LABEL[int(best[row, p])] if p >= 0 else "O" for p in devel[i].first_subtoken
+            ]
         return evaluation_metrics(gold, pred, prefix="f")  # Trainer adds "eval_"
 
     torch.manual_seed(cfg.seed)

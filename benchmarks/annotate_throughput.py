@@ -1,0 +1,266 @@
+"""Throughput of the annotation job against two baselines, on the same model and documents.
+
+python -m benchmarks.annotate_throughput [--model DIR] [--copies 10] [--skip a,b,c,c10]
+python -m benchmarks.annotate_throughput --make-model outputs/untrained-minilm
+
+(a) transformers ``pipeline("token-classification", aggregation_strategy="simple")``,
+    one document at a time; (b) bare PyTorch forward passes over pre-tokenised,
+    globally length-sorted windows: no I/O, no Ray, no decoding; (c) our job end to
+    end on Ray Data (read Parquet, tokenize, classify, decode, write), on the 500
+    sample abstracts and on a ``--copies`` times larger copy. Tokens are the
+    documents' sub-tokens (no special tokens, no window overlap), the same count
+    for all three. Peak memory is the largest summed RSS of this process and its
+    children (Ray's workers included), sampled every 50 ms.
+
+Without ``--model``, the embedded MiniLM with a random head is used: throughput
+does not depend on the head's weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+import time
+from pathlib import Path
+
+DEFAULT_MODEL = "outputs/untrained-minilm"
+PUBTATOR = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared/data/pubmed-sample/CDR_TrainingSet.PubTator.txt"
+)
+
+
+def make_untrained_model(directory: str | Path) -> Path:
+    """The embedded MiniLM with the project's (random) token-classification head."""
+    from ner.model import EMBEDDED, load_base_for_training, load_tokenizer
+
+    directory = Path(directory)
+    load_base_for_training(EMBEDDED).save_pretrained(directory)
+    load_tokenizer(EMBEDDED).save_pretrained(directory)
+    return directory
+
+
+class PeakRSS:
+    """Largest summed RSS of this process tree while the block runs."""
+
+    def __init__(self, interval: float = 0.05):
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> int:
+        total = 0
+        for proc in [self.process, *self.process.children(recursive=True)]:
+            with contextlib.suppress(Exception):  # a child that just exited
+                total += proc.memory_info().rss
+        return total
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self.peak = self._sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def documents(pubtator: Path) -> list[str]:
+    from jobs.pubtator_to_parquet import read_pubtator
+
+    return [d["title"] + " " + d["abstract"] for d in read_pubtator(pubtator)]
+
+
+def count_tokens(model: str, texts: list[str]) -> int:
+    from ner.model import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    encoded = tokenizer(texts, add_special_tokens=False, verbose=False)
+    return sum(len(ids) for ids in encoded["input_ids"])
+
+
+def bench_pipeline(model: str, texts: list[str], max_length: int, stride: int) -> float:
+    """(a) seconds for the transformers pipeline over all texts."""
+    from transformers import AutoModelForTokenClassification, pipeline
+
+    from ner.model import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    tokenizer.model_max_length = max_length
+    classifier = pipeline(
+        "token-classification",
+        model=AutoModelForTokenClassification.from_pretrained(model),
+        tokenizer=tokenizer,
+        aggregation_strategy="simple",
+        stride=stride,
+        device="cpu",
+    )
+    started = time.perf_counter()
+    for text in texts:
+        classifier(text)
+    return time.perf_counter() - started
+
+
+def bench_bare(model: str, texts: list[str], max_length: int, stride: int, batch: int) -> float:
+    """(b) seconds for forward passes alone over length-sorted windows."""
+    import torch
+
+    from ner import columns as C
+    from ner.model import load_classifier
+    from ner.windowing import TokenizeStage
+
+    stage = TokenizeStage(model, ["text"], "id", max_length=max_length, stride=stride)
+    table = stage({"id": [str(i) for i in range(len(texts))], "text": texts})
+    windows = sorted(
+        (w for doc in table.column(C.I_INPUT_IDS).to_pylist() for w in doc), key=len, reverse=True
+    )
+    loaded = load_classifier(model)
+    batches = []
+    for start in range(0, len(windows), batch):
+        chunk = windows[start : start + batch]
+        width = len(chunk[0])
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, window in enumerate(chunk):
+            ids[row, : len(window)] = torch.tensor(window)
+            mask[row, : len(window)] = 1
+        batches.append((ids, mask))
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for ids, mask in batches:
+            loaded.model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+    return time.perf_counter() - started
+
+
+def bench_job(model: str, input_dir: Path, output: Path, max_length: int, stride: int, batch: int):
+    """(c) the job's summary (its wall time includes validation, not Ray start-up)."""
+    from jobs.annotate import AnnotateConfig, run_annotate
+    from ner.config import load_config
+
+    config = load_config(
+        AnnotateConfig,
+        "configs/annotate_cpu.yaml",
+        [
+            f"input={input_dir}",
+            f"output={output}",
+            f"model={model}",
+            f"max_length={max_length}",
+            f"stride={stride}",
+            f"micro_batch_size={batch}",
+            "progress_bars=false",
+        ],
+    )
+    return run_annotate(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.annotate_throughput", description=__doc__
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"classifier directory (default {DEFAULT_MODEL}, made if missing)",
+    )
+    parser.add_argument(
+        "--make-model", metavar="DIR", help="only write the untrained MiniLM classifier to DIR"
+    )
+    parser.add_argument("--pubtator", default=str(PUBTATOR))
+    parser.add_argument("--work-dir", default="outputs/bench-annotate")
+    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--stride", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32, help="windows per forward pass (b and c)")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: a,b,c,c10")
+    args = parser.parse_args(argv)
+    if args.make_model:
+        print(f"wrote {make_untrained_model(args.make_model)}")
+        return 0
+    skip = set(filter(None, args.skip.split(",")))
+    model = args.model or DEFAULT_MODEL
+    if args.model is None and not Path(model, "config.json").is_file():
+        make_untrained_model(model)
+
+    import torch
+
+    from jobs.pubtator_to_parquet import read_pubtator, write_parquet
+
+    work = Path(args.work_dir)
+    docs = read_pubtator(args.pubtator)
+    write_parquet(docs, work / "in-1x", files=4)
+    texts = documents(Path(args.pubtator))
+    tokens = count_tokens(model, texts)
+    print(
+        f"model {model}; {len(texts)} documents, {tokens:,} tokens; torch threads {torch.get_num_threads()}"
+    )
+    results: dict[str, tuple[float, int]] = {}
+
+    if "a" not in skip:
+        with PeakRSS() as peak:
+            seconds = bench_pipeline(model, texts, args.max_length, args.stride)
+        results["a"] = (seconds, peak.peak)
+    if "b" not in skip:
+        with PeakRSS() as peak:
+            seconds = bench_bare(model, texts, args.max_length, args.stride, args.batch)
+        results["b"] = (seconds, peak.peak)
+    if "c" in skip and "c10" in skip:
+        pass
+    else:
+        import ray
+
+        ray.init(num_cpus=None, include_dashboard=False, logging_level="warning")
+        if "c" not in skip:
+            with PeakRSS() as peak:
+                summary = bench_job(
+                    model, work / "in-1x", work / "out-1x", args.max_length, args.stride, args.batch
+                )
+            assert summary.balanced and summary.tokens == tokens, (summary.tokens, tokens)
+            results["c"] = (summary.pipeline_s, peak.peak)
+            print(summary.format())
+        if "c10" not in skip:
+            write_parquet(
+                docs, work / f"in-{args.copies}x", files=4 * args.copies, copies=args.copies
+            )
+            with PeakRSS() as peak:
+                summary = bench_job(
+                    model,
+                    work / f"in-{args.copies}x",
+                    work / f"out-{args.copies}x",
+                    args.max_length,
+                    args.stride,
+                    args.batch,
+                )
+            assert summary.balanced
+            results["c10"] = (summary.pipeline_s, peak.peak)
+            print(summary.format())
+        ray.shutdown()
+
+    print("\npart  seconds  tokens/s  peak RSS (MiB)")
+    for part, (seconds, rss) in results.items():
+        n = tokens * (args.copies if part == "c10" else 1)
+        print(f"{part:<5} {seconds:8.1f} {n / seconds:9,.0f} {rss / 2**20:10,.0f}")
+    if "c" in results and "b" in results:
+        print(f"c/b (tokens/s) = {results['b'][0] / results['c'][0]:.2f}   target >= 0.8")
+    if "c" in results and "a" in results:
+        print(f"c/a (tokens/s) = {results['a'][0] / results['c'][0]:.2f}   target >= 3")
+    if "c" in results and "c10" in results:
+        print(
+            f"{args.copies}x documents: {results['c10'][0] / results['c'][0]:.2f}x time (target <= 10.5x), "
+            f"{results['c10'][1] / results['c'][1]:.2f}x peak memory (target <= 1.2x)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

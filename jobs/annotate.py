@@ -1,0 +1,433 @@
+"""Annotate a Parquet corpus with entity spans, streaming on Ray Data.
+
+python -m jobs.annotate --config configs/annotate_cpu.yaml input=DIR_OR_URI output=DIR [key=value ...]
+
+Reads the input files' footers first (fails on a missing file, column or unreadable
+file before any model work), then streams: read Parquet (projected columns) ->
+TokenizeStage (CPU actors) -> TokenClassifierStage (actor pool, GPUs when present)
+-> SpanDecodeStage (CPU tasks) -> ParquetShardWriter (CPU tasks). Prints a summary
+and checks rows_in == rows_out + rows_rejected; the manifest ``_manifest.json`` is
+written last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ner import columns as C
+from ner.config import ConfigError, describe, load_config, option
+from ner.corpus import InputError, expand_inputs, resolve_filesystem, validate_inputs
+from ner.decode import SpanDecodeStage
+from ner.inference import TokenClassifierStage, default_num_threads
+from ner.model import model_fingerprint, resolve_model
+from ner.windowing import WORD_UNITS, TokenizeStage
+from ner.writer import REJECTED_DIR, ParquetShardWriter
+
+MANIFEST = "_manifest.json"
+
+
+@dataclass
+class AnnotateConfig:
+    """Settings of the annotation job; execution settings live here, not in the stages."""
+
+    input: list[str] = option(
+        [], "Parquet files or directories, local paths or URIs (s3://, gs://, ...)"
+    )
+    output: str = option(
+        "outputs/annotations", "output directory or URI; _rejected/ and _manifest.json go inside"
+    )
+    model: str = option("outputs/model", "trained token-classifier directory (or a cached hub id)")
+    id_column: str = option(
+        "doc_id", "input column with the document id (written as the string doc_id)"
+    )
+    text_columns: list[str] = option(
+        ["text"], "input text columns, joined with `separator`; offsets are into the joined text"
+    )
+    separator: str = option(
+        " ", "string between text columns (a space: PubTator's title + abstract offsets)"
+    )
+    passthrough: list[str] = option([], "input columns copied unchanged to the output")
+    include_text: bool = option(False, "also write the joined text as column `text`")
+    max_length: int = option(512, "window length in sub-tokens, special tokens included")
+    stride: int = option(128, "sub-tokens shared by consecutive windows of a long document")
+    word_unit: str = option(
+        "tokenizer",
+        "what a word is for decoding: 'tokenizer' (its pre-tokenizer, splits punctuation) or 'whitespace'",
+    )
+    max_chars: int = option(
+        1_000_000, "longer documents are rejected (reason recorded), not annotated"
+    )
+    tokenize_batch_size: int = option(64, "documents per tokenizer call")
+    classify_batch_size: int = option(
+        64, "documents per classifier call; their windows are sorted by length"
+    )
+    micro_batch_size: int = option(32, "windows per forward pass")
+    write_batch_size: int = option(2000, "documents per output file (at most)")
+    tokenize_concurrency: list[int] = option([1, 2], "tokenizer actors: [min, max]")
+    classifier_concurrency: list[int] = option(
+        [1, 1], "classifier actors: [min, max] (autoscaling between them)"
+    )
+    num_gpus_per_actor: float | None = option(
+        None, "GPUs per classifier actor; empty = 1 when the cluster has GPUs, else 0"
+    )
+    classifier_num_cpus: float = option(
+        0.5,
+        "CPUs reserved per classifier actor (bookkeeping: torch_threads sets its threads; "
+        "Ray Data's file listing needs 1 free CPU, so keep the sum of reservations below the cluster's)",
+    )
+    cpu_stage_num_cpus: float = option(
+        0.25, "CPUs reserved per read, tokenize, decode and write worker"
+    )
+    torch_threads: int = option(
+        0, "intra-op threads per CPU classifier actor; 0 = cluster CPUs / max classifier actors"
+    )
+    device: str = option("auto", "'auto' (cuda when present), 'cpu' or 'cuda'")
+    run_id: str = option("", "id written with every row; empty = UTC time + random suffix")
+    ray_address: str = option("", "Ray cluster address; empty = RAY_ADDRESS or a new local cluster")
+    num_cpus: int = option(0, "CPUs of a new local cluster (0 = all)")
+    object_store_mb: int = option(
+        0, "object store of a new local cluster in MiB (0 = Ray's default)"
+    )
+    progress_bars: bool = option(True, "show Ray Data's progress bars")
+    remove_stale: bool = option(
+        True, "delete output Parquet files of earlier runs that this run did not write"
+    )
+
+    def check(self) -> None:
+        if self.word_unit not in WORD_UNITS:
+            raise ConfigError(f"word_unit must be one of {', '.join(WORD_UNITS)}")
+        for name in ("tokenize_concurrency", "classifier_concurrency"):
+            value = getattr(self, name)
+            if len(value) != 2 or not 1 <= value[0] <= value[1]:
+                raise ConfigError(f"{name} must be [min, max] with 1 <= min <= max, got {value}")
+        if not self.text_columns:
+            raise ConfigError("text_columns must name at least one column")
+        for name in (
+            "tokenize_batch_size",
+            "classify_batch_size",
+            "micro_batch_size",
+            "write_batch_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+
+
+@dataclass
+class RunSummary:
+    """What one run did; printed, and stored in the manifest."""
+
+    run_id: str
+    rows_in: int
+    rows_out: int = 0
+    rows_rejected: int = 0
+    tokens: int = 0
+    bio_repairs: int = 0
+    wall_s: float = 0.0
+    pipeline_s: float = 0.0  # the streaming run alone, without validation or Ray start-up
+    statuses: dict[str, int] = field(default_factory=dict)
+    entity_types: dict[str, int] = field(default_factory=dict)
+    duplicate_ids: int = 0
+    duplicate_examples: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    rejected_files: list[str] = field(default_factory=list)
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_in == self.rows_out + self.rows_rejected
+
+    def format(self) -> str:
+        wall = max(self.wall_s, 1e-9)
+        entities = sum(self.entity_types.values())
+        lines = [
+            f"run {self.run_id}",
+            f"rows_in {self.rows_in:,} == rows_out {self.rows_out:,} + rows_rejected "
+            f"{self.rows_rejected:,}: {'OK' if self.balanced else 'MISMATCH'}",
+            f"documents {self.rows_out + self.rows_rejected:,} ("
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(self.statuses.items()))
+            + ")",
+            f"tokens {self.tokens:,}; entities {entities:,}; BIO repairs {self.bio_repairs:,}",
+            "entities per type: "
+            + (", ".join(f"{k} {v:,}" for k, v in sorted(self.entity_types.items())) or "none"),
+            f"wall {self.wall_s:.1f} s (pipeline {self.pipeline_s:.1f} s); "
+            f"{(self.rows_out + self.rows_rejected) / wall:,.1f} docs/s; "
+            f"{self.tokens / wall:,.0f} tokens/s",
+        ]
+        if self.duplicate_ids:
+            lines.append(
+                f"WARNING: {self.duplicate_ids:,} doc_id(s) occur more than once, e.g. "
+                + ", ".join(self.duplicate_examples[:5])
+            )
+        return "\n".join(lines)
+
+
+def _init_ray(config: AnnotateConfig):
+    import ray
+
+    if not ray.is_initialized():
+        kwargs = {}
+        if config.ray_address:
+            kwargs["address"] = config.ray_address
+        else:
+            if config.num_cpus:
+                kwargs["num_cpus"] = config.num_cpus
+            if config.object_store_mb:
+                kwargs["object_store_memory"] = config.object_store_mb * 1024 * 1024
+        ray.init(**kwargs)
+    return ray
+
+
+def build_annotate_pipeline(
+    config: AnnotateConfig,
+    filesystem: pafs.FileSystem,
+    files: list[str],
+    model_name: str,
+    fingerprint: str,
+    run_id: str,
+):
+    """The Ray Data pipeline, lazy: read -> tokenize -> classify -> decode -> write (stats rows)."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    resources = ray.cluster_resources()
+    num_gpus = config.num_gpus_per_actor
+    if num_gpus is None:
+        num_gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
+    threads = config.torch_threads
+    if threads <= 0 and num_gpus == 0:
+        cpus = int(resources.get("CPU", 0)) or default_num_threads()
+        threads = max(1, cpus // config.classifier_concurrency[1])
+    light = config.cpu_stage_num_cpus
+    read_columns = [config.id_column, *config.text_columns]
+    read_columns += [c for c in config.passthrough if c not in read_columns]
+
+    ds = ray.data.read_parquet(
+        files,
+        filesystem=filesystem,
+        include_paths=True,
+        include_row_hash=True,
+        num_cpus=light,
+    ).select_columns([*read_columns, C.PATH, C.ROW_HASH])
+    ds = ds.map_batches(
+        TokenizeStage,
+        fn_constructor_kwargs=dict(
+            model=config.model,
+            text_columns=config.text_columns,
+            id_column=config.id_column,
+            max_length=config.max_length,
+            stride=config.stride,
+            separator=config.separator,
+            passthrough=[*config.passthrough, C.ROW_HASH],
+            max_chars=config.max_chars,
+            word_unit=config.word_unit,
+        ),
+        batch_size=config.tokenize_batch_size,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(
+            min_size=config.tokenize_concurrency[0], max_size=config.tokenize_concurrency[1]
+        ),
+        num_cpus=light,
+        udf_modifying_row_count=False,
+    )
+    ds = ds.map_batches(
+        TokenClassifierStage,
+        fn_constructor_kwargs=dict(
+            model=config.model,
+            micro_batch_size=config.micro_batch_size,
+            device=config.device if num_gpus > 0 or config.device != "auto" else "cpu",
+            num_threads=threads,
+        ),
+        batch_size=config.classify_batch_size,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(
+            min_size=config.classifier_concurrency[0], max_size=config.classifier_concurrency[1]
+        ),
+        num_cpus=config.classifier_num_cpus,
+        num_gpus=num_gpus,
+        udf_modifying_row_count=False,
+    )
+    ds = ds.map_batches(
+        _decode,
+        batch_size=config.classify_batch_size,
+        batch_format="pyarrow",
+        num_cpus=light,
+        udf_modifying_row_count=False,
+    )
+    return ds.map_batches(
+        _write,
+        fn_kwargs=dict(
+            writer=ParquetShardWriter(
+                config.output,
+                model_name=model_name,
+                model_fingerprint=fingerprint,
+                run_id=run_id,
+                passthrough=config.passthrough,
+                include_text=config.include_text,
+            )
+        ),
+        batch_size=config.write_batch_size,
+        batch_format="pyarrow",
+        num_cpus=light,
+    )
+
+
+def _decode(batch: pa.Table) -> pa.Table:
+    # SpanDecodeStage holds no state, so it runs as plain tasks.
+    return SpanDecodeStage()(batch)
+
+
+def _write(batch: pa.Table, writer: ParquetShardWriter) -> pa.Table:
+    return writer(batch)
+
+
+def find_duplicates(
+    filesystem: pafs.FileSystem, paths: list[str], limit: int = 20
+) -> tuple[int, list[str]]:
+    """How many doc_ids occur more than once in the written files, and a few of them."""
+    if not paths:
+        return 0, []
+    ids = pa.concat_arrays(
+        [
+            chunk
+            for path in paths
+            for chunk in pq.read_table(path, columns=[C.DOC_ID], filesystem=filesystem)
+            .column(C.DOC_ID)
+            .chunks
+        ]
+    ).drop_null()
+    counts = pc.value_counts(ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    return len(repeated), [str(v) for v in repeated.field("values")[:limit].to_pylist()]
+
+
+def _remove_stale(filesystem: pafs.FileSystem, root: str, keep: set[str]) -> list[str]:
+    removed = []
+    for folder in (root, f"{root}/{REJECTED_DIR}"):
+        if filesystem.get_file_info(folder).type != pafs.FileType.Directory:
+            continue
+        for entry in filesystem.get_file_info(pafs.FileSelector(folder)):
+            stale = entry.type == pafs.FileType.File and entry.path not in keep
+            if stale and entry.path.endswith(".parquet"):
+                filesystem.delete_file(entry.path)
+                removed.append(entry.path)
+    return removed
+
+
+def run_annotate(config: AnnotateConfig) -> RunSummary:
+    """Validate the inputs, run the pipeline, check the row balance, write the manifest."""
+    config.check()
+    started = time.perf_counter()
+    filesystem, files = expand_inputs(config.input)
+    inputs = validate_inputs(
+        filesystem, files, config.id_column, config.text_columns, config.passthrough
+    )
+    out_fs, out_root = resolve_filesystem(config.output)
+    for item in inputs:
+        if out_fs.type_name == filesystem.type_name and item.path.startswith(
+            out_root.rstrip("/") + "/"
+        ):
+            raise InputError(f"output {config.output} contains input file {item.path}")
+    resolve_model(config.model)  # a missing model directory fails here, before Ray starts
+    run_id = config.run_id or (
+        datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    )
+    fingerprint = model_fingerprint(config.model)
+    summary = RunSummary(run_id=run_id, rows_in=sum(item.num_rows for item in inputs))
+
+    ray = _init_ray(config)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = config.progress_bars
+    print(
+        f"annotating {len(files):,} file(s), {summary.rows_in:,} documents with "
+        f"{config.model} ({fingerprint}) -> {config.output}; cluster {ray.cluster_resources()}",
+        flush=True,
+    )
+    pipeline_started = time.perf_counter()
+    ds = build_annotate_pipeline(config, filesystem, files, config.model, fingerprint, run_id)
+    statuses: Counter = Counter()
+    entity_types: Counter = Counter()
+    for row in ds.iter_rows():
+        summary.rows_out += row["rows"]
+        summary.rows_rejected += row["rejected"]
+        summary.tokens += row["tokens"]
+        summary.bio_repairs += row["bio_repairs"]
+        statuses.update(json.loads(row["statuses"]))
+        entity_types.update(json.loads(row["entity_types"]))
+        if row["file"]:
+            summary.files.append(row["file"])
+        if row["rejected_file"]:
+            summary.rejected_files.append(row["rejected_file"])
+    summary.pipeline_s = time.perf_counter() - pipeline_started
+    summary.statuses = dict(statuses)
+    summary.entity_types = dict(entity_types)
+    summary.files.sort()
+    summary.rejected_files.sort()
+    summary.duplicate_ids, summary.duplicate_examples = find_duplicates(
+        out_fs, summary.files + summary.rejected_files
+    )
+    if config.remove_stale:
+        _remove_stale(out_fs, out_root, set(summary.files) | set(summary.rejected_files))
+    summary.wall_s = time.perf_counter() - started
+    manifest = {
+        "run_id": run_id,
+        "model_name": config.model,
+        "model_fingerprint": fingerprint,
+        "config": asdict(config),
+        "inputs": [asdict(item) for item in inputs],
+        "summary": {
+            k: v for k, v in asdict(summary).items() if k not in ("files", "rejected_files")
+        },
+        "balanced": summary.balanced,
+        "files": summary.files,
+        "rejected_files": summary.rejected_files,
+    }
+    out_fs.create_dir(out_root, recursive=True)
+    temporary = f"{out_root}/.tmp-{MANIFEST}"
+    with out_fs.open_output_stream(temporary) as stream:
+        stream.write(json.dumps(manifest, indent=2, default=str).encode())
+    out_fs.move(temporary, f"{out_root}/{MANIFEST}")
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.annotate",
+        description=__doc__,
+        epilog="keys:\n" + describe(AnnotateConfig),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="YAML file of AnnotateConfig keys")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    return args, args.overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(argv)
+    try:
+        config = load_config(AnnotateConfig, args.config, overrides)
+        summary = run_annotate(config)
+    except (ConfigError, InputError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    if not summary.balanced:
+        print("error: rows_in != rows_out + rows_rejected", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

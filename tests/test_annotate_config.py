@@ -1,0 +1,109 @@
+"""Job-level checks that need no Ray: config, and failing fast before any model work."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import annotate
+from jobs.annotate import AnnotateConfig, run_annotate
+from ner.config import ConfigError, load_config
+from ner.corpus import InputError
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    pq.write_table(
+        pa.table({"pmid": ["1"], "title": ["t"], "abstract": ["a"]}), tmp_path / "a.parquet"
+    )
+    pq.write_table(pa.table({"pmid": ["2"], "title": ["t"]}), tmp_path / "b.parquet")
+    return tmp_path
+
+
+def _no_model_work(monkeypatch):
+    """Fail the test if anything past validation runs."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("model or Ray work started before the inputs were validated")
+
+    monkeypatch.setattr(annotate, "model_fingerprint", forbidden)
+    monkeypatch.setattr(annotate, "_init_ray", forbidden)
+
+
+def test_missing_text_column_fails_before_model_work(corpus, monkeypatch):
+    _no_model_work(monkeypatch)
+    config = AnnotateConfig(
+        input=[str(corpus)],
+        output=str(corpus / "out"),
+        model="/no/such/model",
+        id_column="pmid",
+        text_columns=["title", "abstract"],
+    )
+    with pytest.raises(InputError, match=r"b\.parquet has no text column 'abstract'"):
+        run_annotate(config)
+
+
+def test_unreadable_file_fails_before_model_work(corpus, monkeypatch):
+    _no_model_work(monkeypatch)
+    (corpus / "c.parquet").write_bytes(b"PAR1 garbage")
+    config = AnnotateConfig(
+        input=[str(corpus / "a.parquet"), str(corpus / "c.parquet")],
+        output=str(corpus / "out"),
+        id_column="pmid",
+        text_columns=["title"],
+    )
+    with pytest.raises(InputError, match=r"c\.parquet is not readable"):
+        run_annotate(config)
+
+
+def test_missing_model_fails_before_ray(corpus, monkeypatch):
+    monkeypatch.setattr(annotate, "_init_ray", lambda config: pytest.fail("Ray started"))
+    config = AnnotateConfig(
+        input=[str(corpus / "a.parquet")],
+        output=str(corpus / "out"),
+        model=str(corpus / "nope"),
+        id_column="pmid",
+        text_columns=["title"],
+    )
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run_annotate(config)
+
+
+def test_output_may_not_contain_the_input(corpus):
+    config = AnnotateConfig(
+        input=[str(corpus / "a.parquet")],
+        output=str(corpus),
+        id_column="pmid",
+        text_columns=["title"],
+    )
+    with pytest.raises(InputError, match="contains input file"):
+        run_annotate(config)
+
+
+def test_cli_reports_bad_input_with_exit_code_2(corpus, capsys):
+    code = annotate.main(
+        [
+            f"input={corpus}",
+            f"output={corpus / 'out'}",
+            "id_column=pmid",
+            "text_columns=[title, abstract]",
+        ]
+    )
+    assert code == 2
+    assert "b.parquet has no text column 'abstract'" in capsys.readouterr().err
+
+
+def test_config_file_and_checks(tmp_path):
+    config = load_config(AnnotateConfig, "configs/annotate_cpu.yaml", ["input=x", "stride=16"])
+    assert config.stride == 16 and config.input == ["x"]
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(AnnotateConfig, None, ["strides=3"])
+    with pytest.raises(ConfigError, match="classifier_concurrency"):
+        AnnotateConfig(classifier_concurrency=[2, 1]).check()
+    with pytest.raises(ConfigError, match="word_unit"):
+        AnnotateConfig(word_unit="chars").check()
+
+
+def test_config_opens_with_its_command():
+    with open("configs/annotate_cpu.yaml", encoding="utf-8") as handle:
+        first = handle.readline()
+    assert first.startswith("# python -m jobs.annotate --config configs/annotate_cpu.yaml")
