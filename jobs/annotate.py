@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -195,8 +196,12 @@ def build_annotate_pipeline(
     model_name: str,
     fingerprint: str,
     run_id: str,
+    rejected_columns: Sequence[str] = (),
 ):
-    """The Ray Data pipeline, lazy: read -> tokenize -> classify -> decode -> write (stats rows)."""
+    """The Ray Data pipeline, lazy: read -> tokenize -> classify -> decode -> write (stats rows).
+
+    ``rejected_columns`` (pass-through columns) are also copied into rejected records.
+    """
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -274,6 +279,7 @@ def build_annotate_pipeline(
                 run_id=run_id,
                 passthrough=config.passthrough,
                 include_text=config.include_text,
+                rejected_columns=rejected_columns,
             )
         ),
         batch_size=config.write_batch_size,
@@ -324,8 +330,19 @@ def _remove_stale(filesystem: pafs.FileSystem, root: str, keep: set[str]) -> lis
     return removed
 
 
-def run_annotate(config: AnnotateConfig) -> RunSummary:
-    """Validate the inputs, run the pipeline, check the row balance, write the manifest."""
+def run_annotate(
+    config: AnnotateConfig,
+    *,
+    rejected_columns: Sequence[str] = (),
+    on_stats: Callable[[dict], None] | None = None,
+) -> RunSummary:
+    """Validate the inputs, run the pipeline, check the row balance, write the manifest.
+
+    Hooks for jobs built on this one (``jobs.reprocess``): ``rejected_columns`` are
+    pass-through columns also kept in rejected records; ``on_stats`` is called with
+    each writer stats row (one per file written) as it arrives, so a caller can
+    follow progress or stop the run by raising.
+    """
     config.check()
     started = time.perf_counter()
     filesystem, files = expand_inputs(config.input)
@@ -355,7 +372,9 @@ def run_annotate(config: AnnotateConfig) -> RunSummary:
         flush=True,
     )
     pipeline_started = time.perf_counter()
-    ds = build_annotate_pipeline(config, filesystem, files, config.model, fingerprint, run_id)
+    ds = build_annotate_pipeline(
+        config, filesystem, files, config.model, fingerprint, run_id, rejected_columns
+    )
     statuses: Counter = Counter()
     entity_types: Counter = Counter()
     for row in ds.iter_rows():
@@ -369,6 +388,8 @@ def run_annotate(config: AnnotateConfig) -> RunSummary:
             summary.files.append(row["file"])
         if row["rejected_file"]:
             summary.rejected_files.append(row["rejected_file"])
+        if on_stats is not None:
+            on_stats(row)
     summary.pipeline_s = time.perf_counter() - pipeline_started
     summary.statuses = dict(statuses)
     summary.entity_types = dict(entity_types)

@@ -70,8 +70,12 @@ def load_data(cfg: TrainConfig) -> dict[str, dict[str, list]]:
     columns = {}
     for split, limit in (("train", cfg.max_train_sentences), ("devel", cfg.max_eval_sentences)):
         dataset = build.dataset[split]
-        if limit is not None:
-            dataset = dataset.select(range(min(limit, len(dataset))))
+        if limit is not None and limit < len(dataset):
+            # A seeded sample of train (so original and augmented rows both appear);
+            # the first sentences of devel, so every run scores the same subset.
+            if split == "train":
+                dataset = dataset.shuffle(seed=cfg.seed)
+            dataset = dataset.select(range(limit))
         columns[split] = {"tokens": dataset["tokens"], "ner_tags": dataset["ner_tags"]}
     return columns
 

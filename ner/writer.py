@@ -18,6 +18,7 @@ import json
 import re
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -76,6 +77,7 @@ class ParquetShardWriter:
         passthrough: tuple[str, ...] | list[str] = (),
         include_text: bool = False,
         compression: str = "zstd",
+        rejected_columns: Sequence[str] = (),
     ):
         self.fs, self.root = resolve_filesystem(output)
         self.model_name = model_name
@@ -84,11 +86,16 @@ class ParquetShardWriter:
         self.passthrough = list(passthrough)
         self.include_text = include_text
         self.compression = compression
+        # Batch columns appended to rejected records after the standard ones; the
+        # reprocessing job keeps each document's content hash there.
+        self.rejected_columns = list(rejected_columns)
 
     def __call__(self, batch) -> pa.Table:
         table = C.as_table(batch)
         C.require_columns(
-            table, [C.DOC_ID, C.ENTITIES, C.STATUS, *self.passthrough], "ParquetShardWriter"
+            table,
+            [C.DOC_ID, C.ENTITIES, C.STATUS, *self.passthrough, *self.rejected_columns],
+            "ParquetShardWriter",
         )
         if self.include_text:
             C.require_columns(table, [C.I_TEXT], "ParquetShardWriter (include_text)")
@@ -166,15 +173,17 @@ class ParquetShardWriter:
             if C.I_SOURCE in table.column_names
             else pa.nulls(n, pa.string())
         )
-        return pa.table(
-            {
-                C.DOC_ID: table.column(C.DOC_ID).cast(pa.string()),
-                C.REASON: reason,
-                C.SOURCE_FILE: source,
-                C.RUN_ID: pa.array([self.run_id] * n, pa.string()),
-            },
-            schema=C.REJECTED_SCHEMA,
-        )
+        columns = {
+            C.DOC_ID: table.column(C.DOC_ID).cast(pa.string()),
+            C.REASON: reason,
+            C.SOURCE_FILE: source,
+            C.RUN_ID: pa.array([self.run_id] * n, pa.string()),
+        }
+        fields = list(C.REJECTED_SCHEMA)
+        for name in self.rejected_columns:
+            columns[name] = table.column(name)
+            fields.append(pa.field(name, table.schema.field(name).type))
+        return pa.table(columns, schema=pa.schema(fields))
 
     def _write(self, table: pa.Table, path: str) -> str:
         parent = path.rsplit("/", 1)[0]

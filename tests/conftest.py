@@ -36,13 +36,24 @@ def write_iob(path: Path, sentences: list[list[tuple[str, str]]]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """One real local Ray instance (2 CPUs, like CI) for every test that needs it."""
+def _ray_session():
+    """Shuts down the in-process Ray instance, if any, when the session ends."""
     import ray
 
+    yield
     if ray.is_initialized():
-        yield ray
-        return
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local(_ray_session):
+    """A real local Ray instance (2 CPUs, like CI), shared by the tests that need one.
+
+    Started on first use and kept for the session; started again if a test (the
+    job-submission test, which runs its own `ray start` cluster) shut it down.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    return ray

@@ -37,9 +37,12 @@ FILES = {
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(_ray_session):
+    """Its own instance with a small object store, so streaming back-pressure is exercised."""
     import ray
 
+    if ray.is_initialized():
+        ray.shutdown()
     ray.init(num_cpus=2, object_store_memory=150 * 1024 * 1024, include_dashboard=False)
     yield ray
     ray.shutdown()

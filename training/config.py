@@ -29,7 +29,7 @@ class TrainConfig:
         False, "train every sub-token (B- becomes I- after the first) instead of the first only"
     )
     max_train_sentences: int | None = option(
-        None, "use only the first N training sentences (smoke runs)"
+        None, "train on a seeded random sample of N sentences (demos, smoke runs)"
     )
     max_eval_sentences: int | None = option(
         None, "evaluate on only the first N devel sentences (smoke runs)"
