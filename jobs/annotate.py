@@ -12,7 +12,6 @@ written last.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -28,7 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ner import columns as C
-from ner.config import ConfigError, describe, load_config, option
+from ner.config import ConfigError, option, parse_job_args
 from ner.corpus import InputError, expand_inputs, resolve_filesystem, validate_inputs
 from ner.decode import SpanDecodeStage
 from ner.inference import TokenClassifierStage, default_num_threads
@@ -422,23 +421,9 @@ def run_annotate(
     return summary
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.annotate",
-        description=__doc__,
-        epilog="keys:\n" + describe(AnnotateConfig),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", help="YAML file of AnnotateConfig keys")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
-    return args, args.overrides
-
-
 def main(argv: list[str] | None = None) -> int:
-    args, overrides = parse_args(argv)
     try:
-        config = load_config(AnnotateConfig, args.config, overrides)
+        config = parse_job_args(AnnotateConfig, argv, "python -m jobs.annotate", __doc__)
         summary = run_annotate(config)
     except (ConfigError, InputError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -22,7 +22,6 @@ config; 3 another run holds the store.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -40,7 +39,7 @@ import pyarrow.parquet as pq
 
 from jobs.annotate import AnnotateConfig, RunSummary, run_annotate
 from ner import columns as C
-from ner.config import ConfigError, describe, load_config, option
+from ner.config import ConfigError, option, parse_job_args
 from ner.corpus import InputError, expand_inputs, validate_inputs
 from ner.model import model_fingerprint, resolve_model
 from ner.store import (
@@ -608,23 +607,9 @@ def run_reprocess(
     return summary
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.reprocess",
-        description=__doc__,
-        epilog="keys:\n" + describe(ReprocessConfig),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", help="YAML file of ReprocessConfig keys")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
-    return args, args.overrides
-
-
 def main(argv: list[str] | None = None) -> int:
-    args, overrides = parse_args(argv)
     try:
-        config = load_config(ReprocessConfig, args.config, overrides)
+        config = parse_job_args(ReprocessConfig, argv, "python -m jobs.reprocess", __doc__)
         summary = run_reprocess(config)
     except StoreLockedError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -8,33 +8,19 @@ Rerunning with the same ``name`` and ``storage_path`` resumes from the latest ch
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ner.config import ConfigError, describe, load_config
+from ner.config import ConfigError, parse_job_args
 from ner.model import ModelNotFoundError, resolve_model
 from training.config import TrainConfig
 
 
 class ClusterTooSmallError(RuntimeError):
     """The run asks for more workers, CPUs or GPUs than the cluster has."""
-
-
-def parse_args(argv: list[str] | None) -> tuple[TrainConfig, argparse.Namespace]:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.train",
-        description=__doc__,
-        epilog="config keys:\n" + describe(TrainConfig),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", help="YAML config (configs/train_*.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
-    return load_config(TrainConfig, args.config, args.overrides), args
 
 
 def check_resources(cfg: TrainConfig) -> None:
@@ -131,7 +117,7 @@ def run(cfg: TrainConfig):
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg, _ = parse_args(argv)
+        cfg = parse_job_args(TrainConfig, argv, "python -m jobs.train", __doc__)
         result, export_dir, best = run(cfg)
     except (ConfigError, ModelNotFoundError, ClusterTooSmallError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -138,3 +138,24 @@ def describe(cls: type) -> str:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         lines.append(f"  {f.name} (default {default!r}): {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+def parse_job_args(
+    cls: type[T], argv: Sequence[str] | None, prog: str, description: str | None
+) -> T:
+    """The command line every job shares: ``--config FILE`` then ``key=value`` overrides.
+
+    ``--help`` lists every key of ``cls`` with its default and documentation.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="config keys:\n" + describe(cls),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help=f"YAML file of {cls.__name__} keys")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    return load_config(cls, args.config, args.overrides)
