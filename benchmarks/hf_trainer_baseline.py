@@ -21,7 +21,7 @@ import torch
 from jobs.train import load_data
 from ner.config import load_config
 from ner.labels import ID2LABEL
-from ner.model import TINY, load_base_for_training, load_tokenizer
+from ner.model import load_base_for_training, load_tokenizer
 from training.batching import IGNORE_INDEX, encode_sentences
 from training.config import TrainConfig
 from training.metrics import evaluation_metrics
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.use_gpu:
         torch.set_num_threads(cfg.num_workers * cfg.cpus_per_worker)
     data = load_data(cfg)
-    tokenizer = load_tokenizer("embedded" if cfg.base_model == TINY else cfg.base_model)
+    tokenizer = load_tokenizer(cfg.base_model)
     encode = lambda split: encode_sentences(  # noqa: E731
         tokenizer,
         data[split]["tokens"],

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ner.labels import UnknownLabelError
 from ner.model import ModelNotFoundError, load_classifier
-from training.craft import CraftDataMissingError, read_splits
+from training.craft import CraftDataMissingError, read_iob_file, resolve_data_dir
 from training.evaluate import plot_per_type_f1, score
 from training.metrics import per_type_table
 
@@ -30,16 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-sentences", type=int, help="score only the first N sentences")
     args = parser.parse_args(argv)
     try:
-        splits = read_splits(args.data_dir)
-        if args.split not in splits:
-            raise CraftDataMissingError(
-                f"split {args.split!r} not found; present: {', '.join(splits)}"
-            )
+        path = resolve_data_dir(args.data_dir) / f"{args.split}.tsv"
+        if not path.is_file():
+            raise CraftDataMissingError(f"split {args.split!r} not found: no {path}")
+        split = read_iob_file(path, args.split)  # only the split scored, not all three
         loaded = load_classifier(args.model)
     except (CraftDataMissingError, ModelNotFoundError, UnknownLabelError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    sentences = splits[args.split].sentences[: args.max_sentences]
+    sentences = split.sentences[: args.max_sentences]
     metrics = score(
         loaded,
         [s.tokens for s in sentences],

@@ -216,9 +216,7 @@ def train_func(config: dict) -> None:
     torch.set_num_threads(cfg.torch_threads or cfg.cpus_per_worker)
     _setup_seed(cfg.seed)
 
-    tokenizer = load_tokenizer(
-        "embedded" if cfg.base_model == "tiny-random-bert" else cfg.base_model
-    )
+    tokenizer = load_tokenizer(cfg.base_model)
     train_examples, devel_examples, devel_gold = _setup_data(cfg, data, tokenizer)
     lengths = [len(e) for e in train_examples]
     batches_per_epoch = len(
