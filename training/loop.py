@@ -30,6 +30,7 @@ from ner.labels import ID2LABEL
 from ner.model import load_base_for_training, load_tokenizer
 from training.batching import collate, encode_sentences, shard_batches, word_predictions
 from training.config import TrainConfig
+from training.grad_sync import EmbeddingRowSync
 from training.metrics import evaluation_metrics
 
 MODEL_SUBDIR = "model"  # inside each checkpoint: a Hugging Face model directory
@@ -235,6 +236,8 @@ def train_func(config: dict) -> None:
     if checkpoint is not None:
         progress = _restore(checkpoint, model, optimizer, scheduler)
     resumed = checkpoint is not None
+    embedding_sync = EmbeddingRowSync(model, world)
+    embedding_sync.exclude_from_ddp(model)
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     autocast, scaler = _setup_precision(cfg, device)
@@ -258,10 +261,9 @@ def train_func(config: dict) -> None:
         batches = batches[:batches_per_epoch]
         loss_total, loss_count, seen = 0.0, 0, 0
         for step, indices in enumerate(batches):
-            batch = {
-                k: v.to(device)
-                for k, v in collate([train_examples[i] for i in indices], pad_id).items()
-            }
+            batch = collate([train_examples[i] for i in indices], pad_id)
+            embedding_sync.observe(batch["input_ids"])
+            batch = {k: v.to(device) for k, v in batch.items()}
             last_of_update = (step + 1) % cfg.grad_accum_steps == 0 or step + 1 == len(batches)
             sync = (
                 model.no_sync()
@@ -276,6 +278,7 @@ def train_func(config: dict) -> None:
             loss_count += 1
             seen += len(indices)
             if last_of_update:
+                embedding_sync.sync()
                 if scaler:
                     scaler.unscale_(optimizer)
                 if cfg.max_grad_norm > 0:
