@@ -9,6 +9,7 @@ file and column named, before a model is loaded.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ import pyarrow.parquet as pq
 
 class InputError(ValueError):
     """Input that cannot be annotated at all: a missing file or column, an unreadable file."""
+
+
+class SkippedInputWarning(UserWarning):
+    """Files in an input directory that are not read (not ``.parquet``), named so none is lost unseen."""
 
 
 @dataclass(frozen=True)
@@ -77,22 +82,35 @@ def expand_inputs(paths: Sequence[str] | str) -> tuple[pafs.FileSystem, list[str
         if info.type == pafs.FileType.NotFound:
             raise InputError(f"input {uri} does not exist")
         if info.type == pafs.FileType.Directory:
-            found = [
-                entry.path
-                for entry in fs.get_file_info(pafs.FileSelector(path, recursive=True))
-                if entry.type == pafs.FileType.File
-                and entry.path.endswith(".parquet")
-                and not any(
-                    part.startswith((".", "_")) for part in _relative_parts(entry.path, path)
-                )
-            ]
+            found, other = [], []
+            for entry in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+                if entry.type != pafs.FileType.File:
+                    continue
+                if any(p.startswith((".", "_")) for p in _relative_parts(entry.path, path)):
+                    continue  # hidden and bookkeeping files (_SUCCESS, .crc) are expected
+                (found if entry.path.endswith(".parquet") else other).append(entry.path)
             if not found:
-                raise InputError(f"input directory {uri} holds no .parquet files")
+                raise InputError(
+                    f"input directory {uri} holds no .parquet files"
+                    + (f" (it holds {_sample(other)})" if other else "")
+                )
+            if other:
+                warnings.warn(
+                    f"input directory {uri}: {len(other)} file(s) without the .parquet "
+                    f"suffix are not read: {_sample(other)}",
+                    SkippedInputWarning,
+                    stacklevel=2,
+                )
             files.extend(sorted(found))
         else:
             files.append(path)
     unique = list(dict.fromkeys(files))  # an input named twice is read once
     return filesystem, unique
+
+
+def _sample(paths: list[str], limit: int = 5) -> str:
+    names = ", ".join(sorted(paths)[:limit])
+    return names + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def _relative_parts(path: str, root: str) -> list[str]:

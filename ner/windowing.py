@@ -165,7 +165,7 @@ class TokenizeStage:
         segment_starts: list[list[int]] = [[] for _ in range(n)]
         status = [C.STATUS_OK] * n
         reason = [""] * n
-        columns = [table.column(name).to_pylist() for name in self.text_columns]
+        columns = [_text_cells(table.column(name)) for name in self.text_columns]
         for i in range(n):
             values = [column[i] for column in columns]
             try:
@@ -288,6 +288,21 @@ def _encode_single(tokenizer, text: str, kwargs: dict):
         [tuple(o) for o in encoded["offset_mapping"]],
         [-1 if w is None else w for w in encoded.word_ids()],
     )
+
+
+def _text_cells(column: pa.ChunkedArray) -> list:
+    """A text column's cells as Python objects, without decoding strings in bulk.
+
+    Parquet does not guarantee valid UTF-8 in string columns (a writer that skips
+    validation can store lone surrogates or truncated sequences), and one such cell
+    makes ``to_pylist`` raise for the whole batch. Taking the bytes and decoding per
+    cell in :func:`_as_str` rejects just that document, with the reason.
+    """
+    if pa.types.is_string(column.type):
+        return column.cast(pa.binary()).to_pylist()
+    if pa.types.is_large_string(column.type):
+        return column.cast(pa.large_binary()).to_pylist()
+    return column.to_pylist()
 
 
 def _as_str(value, column: str) -> str | None:

@@ -155,3 +155,16 @@ def test_bad_text_is_rejected_with_a_reason(tiny_model_dir):
 def test_missing_column_is_named(stage):
     with pytest.raises(C.MissingColumnError, match="abstract"):
         stage({"pmid": [1], "title": ["x"], "journal": ["j"]})
+
+
+def test_invalid_utf8_in_a_string_column_rejects_only_that_row(stage):
+    # A writer that skips validation can leave a lone surrogate in a Parquet
+    # string column; decoding the batch at once would raise for every row.
+    raw = pa.array(["p53 \ud800".encode("utf-8", "surrogatepass"), b"MDM2"], pa.binary())
+    abstract = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())
+    batch = pa.table(
+        {"pmid": ["bad", "good"], "title": ["t", "t"], "abstract": abstract, "journal": ["j"] * 2}
+    )
+    rows = {r[C.DOC_ID]: r for r in stage(batch).to_pylist()}
+    assert rows["bad"][C.I_STATUS] == "rejected" and "UTF-8" in rows["bad"][C.I_REASON]
+    assert rows["good"][C.I_STATUS] == "ok"
