@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -30,10 +31,18 @@ from ner import columns as C
 from ner.config import ConfigError, option, parse_job_args
 from ner.corpus import InputError, expand_inputs, resolve_filesystem, validate_inputs
 from ner.decode import SpanDecodeStage
+from ner.failpoints import failpoint
 from ner.inference import TokenClassifierStage, default_num_threads
 from ner.model import model_fingerprint, resolve_model
 from ner.windowing import WORD_UNITS, TokenizeStage
-from ner.writer import REJECTED_DIR, ParquetShardWriter
+from ner.writer import (
+    REJECTED_DIR,
+    ParquetShardWriter,
+    WrittenFile,
+    list_written,
+    merge_stats,
+    read_footer,
+)
 
 MANIFEST = "_manifest.json"
 
@@ -94,7 +103,11 @@ class AnnotateConfig:
         0, "intra-op threads per CPU classifier actor; 0 = cluster CPUs / max classifier actors"
     )
     device: str = option("auto", "'auto' (cuda when present), 'cpu' or 'cuda'")
-    run_id: str = option("", "id written with every row; empty = UTC time + random suffix")
+    run_id: str = option(
+        "",
+        "id written with every row; empty = UTC time + random suffix. Rerunning an "
+        "interrupted run with its run_id skips the documents it already wrote",
+    )
     ray_address: str = option("", "Ray cluster address; empty = RAY_ADDRESS or a new local cluster")
     num_cpus: int = option(0, "CPUs of a new local cluster (0 = all)")
     object_store_mb: int = option(
@@ -138,6 +151,7 @@ class RunSummary:
     pipeline_s: float = 0.0  # the streaming run alone, without validation or Ray start-up
     statuses: dict[str, int] = field(default_factory=dict)
     entity_types: dict[str, int] = field(default_factory=dict)
+    resumed: int = 0  # documents an earlier attempt of this run wrote (counted in rows_*)
     duplicate_ids: int = 0
     duplicate_examples: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
@@ -156,7 +170,8 @@ class RunSummary:
             f"{self.rows_rejected:,}: {'OK' if self.balanced else 'MISMATCH'}",
             f"documents {self.rows_out + self.rows_rejected:,} ("
             + ", ".join(f"{k} {v:,}" for k, v in sorted(self.statuses.items()))
-            + ")",
+            + ")"
+            + (f"; {self.resumed:,} written by an earlier attempt" if self.resumed else ""),
             f"tokens {self.tokens:,}; entities {entities:,}; BIO repairs {self.bio_repairs:,}",
             "entities per type: "
             + (", ".join(f"{k} {v:,}" for k, v in sorted(self.entity_types.items())) or "none"),
@@ -196,10 +211,13 @@ def build_annotate_pipeline(
     fingerprint: str,
     run_id: str,
     rejected_columns: Sequence[str] = (),
+    skip_row_hashes=None,
 ):
     """The Ray Data pipeline, lazy: read -> tokenize -> classify -> decode -> write (stats rows).
 
     ``rejected_columns`` (pass-through columns) are also copied into rejected records.
+    ``skip_row_hashes`` (a sorted uint64 array) are input rows an earlier attempt of
+    this run already wrote; they are dropped right after the read.
     """
     import ray
     from ray.data import ActorPoolStrategy
@@ -223,6 +241,13 @@ def build_annotate_pipeline(
         include_row_hash=True,
         num_cpus=light,
     ).select_columns([*read_columns, C.PATH, C.ROW_HASH])
+    if skip_row_hashes is not None and len(skip_row_hashes):
+        ds = ds.map_batches(
+            _skip_written,
+            fn_kwargs=dict(done_ref=ray.put(skip_row_hashes)),
+            batch_format="pyarrow",
+            num_cpus=light,
+        )
     ds = ds.map_batches(
         TokenizeStage,
         fn_constructor_kwargs=dict(
@@ -287,6 +312,21 @@ def build_annotate_pipeline(
     )
 
 
+_DONE_CACHE: dict = {}
+
+
+def _skip_written(batch: pa.Table, done_ref) -> pa.Table:
+    # The set can hold millions of hashes: fetch it once per worker process, not per batch.
+    import ray
+
+    key = done_ref.hex()
+    if key not in _DONE_CACHE:
+        _DONE_CACHE.clear()
+        _DONE_CACHE[key] = ray.get(done_ref)
+    hashes = batch.column(C.ROW_HASH).to_numpy(zero_copy_only=False)
+    return batch.filter(pa.array(~np.isin(hashes, _DONE_CACHE[key])))
+
+
 def _decode(batch: pa.Table) -> pa.Table:
     # SpanDecodeStage holds no state, so it runs as plain tasks.
     return SpanDecodeStage()(batch)
@@ -329,18 +369,70 @@ def _remove_stale(filesystem: pafs.FileSystem, root: str, keep: set[str]) -> lis
     return removed
 
 
+def written_by_run(
+    filesystem: pafs.FileSystem, root: str, run_id: str, fingerprint: str
+) -> list[WrittenFile]:
+    """Files an earlier attempt of ``run_id`` wrote with this model (their footers say so).
+
+    Files of other runs or models are not reused: they are replaced, and removed at
+    the end of the run as stale. Files from before row identities were recorded
+    (no row hashes in the footer) are not reused either.
+    """
+    done = []
+    for path in list_written(filesystem, root):
+        try:
+            footer = read_footer(filesystem, path)
+        except (OSError, pa.ArrowInvalid):
+            continue  # unreadable: not counted as done, so its rows are annotated again
+        if (
+            footer.run_id == run_id
+            and footer.model_fingerprint == fingerprint
+            and footer.stats is not None
+            and len(footer.row_hashes) == footer.stats["rows"] + footer.stats["rejected"]
+        ):
+            done.append(footer)
+    return done
+
+
+def _stream(config, filesystem, files, fingerprint, run_id, rejected_columns, done, summary):
+    """Start (or join) Ray and iterate over the writer's stats rows, one per file written."""
+    ray = _init_ray(config)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = config.progress_bars
+    print(
+        f"annotating {len(files):,} file(s), {summary.rows_in - summary.resumed:,} documents "
+        f"with {config.model} ({fingerprint}) -> {config.output}; "
+        f"cluster {ray.cluster_resources()}",
+        flush=True,
+    )
+    ds = build_annotate_pipeline(
+        config,
+        filesystem,
+        files,
+        config.model,
+        fingerprint,
+        run_id,
+        rejected_columns,
+        skip_row_hashes=done,
+    )
+    return ds.iter_rows()
+
+
 def run_annotate(
     config: AnnotateConfig,
     *,
     rejected_columns: Sequence[str] = (),
     on_stats: Callable[[dict], None] | None = None,
+    resume: bool = True,
 ) -> RunSummary:
     """Validate the inputs, run the pipeline, check the row balance, write the manifest.
 
     Hooks for jobs built on this one (``jobs.reprocess``): ``rejected_columns`` are
     pass-through columns also kept in rejected records; ``on_stats`` is called with
     each writer stats row (one per file written) as it arrives, so a caller can
-    follow progress or stop the run by raising.
+    follow progress or stop the run by raising; ``resume=False`` annotates every
+    input row even if files of this run_id exist (the caller tracks progress itself).
     """
     config.check()
     started = time.perf_counter()
@@ -360,23 +452,36 @@ def run_annotate(
     )
     fingerprint = model_fingerprint(config.model)
     summary = RunSummary(run_id=run_id, rows_in=sum(item.num_rows for item in inputs))
-
-    ray = _init_ray(config)
-    from ray.data import DataContext
-
-    DataContext.get_current().enable_progress_bars = config.progress_bars
-    print(
-        f"annotating {len(files):,} file(s), {summary.rows_in:,} documents with "
-        f"{config.model} ({fingerprint}) -> {config.output}; cluster {ray.cluster_resources()}",
-        flush=True,
+    earlier = (
+        written_by_run(out_fs, out_root, run_id, fingerprint) if config.run_id and resume else []
     )
+    resumed = merge_stats([f.stats for f in earlier])
+    summary.resumed = resumed["rows"] + resumed["rejected"]
+    summary.rows_out, summary.rows_rejected = resumed["rows"], resumed["rejected"]
+    summary.tokens, summary.bio_repairs = resumed["tokens"], resumed["bio_repairs"]
+    statuses: Counter = Counter(resumed["statuses"])
+    entity_types: Counter = Counter(resumed["entity_types"])
+    for item in earlier:
+        rejected = f"/{REJECTED_DIR}/" in item.path
+        (summary.rejected_files if rejected else summary.files).append(item.path)
+    if earlier:
+        print(
+            f"resuming run {run_id}: {len(earlier):,} file(s) with {summary.resumed:,} "
+            "documents are already written and are skipped",
+            flush=True,
+        )
+    else:
+        print(f"run {run_id} (to resume after an interruption: run_id={run_id})", flush=True)
+    failpoint("annotate.before_pipeline")
+
     pipeline_started = time.perf_counter()
-    ds = build_annotate_pipeline(
-        config, filesystem, files, config.model, fingerprint, run_id, rejected_columns
-    )
-    statuses: Counter = Counter()
-    entity_types: Counter = Counter()
-    for row in ds.iter_rows():
+    stats_rows = ()
+    if summary.resumed < summary.rows_in:  # else nothing is left: no Ray, no model
+        done = np.unique(np.concatenate([f.row_hashes for f in earlier] or [np.array([], "u8")]))
+        stats_rows = _stream(
+            config, filesystem, files, fingerprint, run_id, rejected_columns, done, summary
+        )
+    for row in stats_rows:
         summary.rows_out += row["rows"]
         summary.rows_rejected += row["rejected"]
         summary.tokens += row["tokens"]
@@ -389,6 +494,8 @@ def run_annotate(
             summary.rejected_files.append(row["rejected_file"])
         if on_stats is not None:
             on_stats(row)
+        # Killed here, the file is written but the run's manifest is not.
+        failpoint("annotate.after_file")
     summary.pipeline_s = time.perf_counter() - pipeline_started
     summary.statuses = dict(statuses)
     summary.entity_types = dict(entity_types)
@@ -413,6 +520,7 @@ def run_annotate(
         "files": summary.files,
         "rejected_files": summary.rejected_files,
     }
+    failpoint("annotate.before_manifest")
     out_fs.create_dir(out_root, recursive=True)
     temporary = f"{out_root}/.tmp-{MANIFEST}"
     with out_fs.open_output_stream(temporary) as stream:

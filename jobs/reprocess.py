@@ -41,6 +41,7 @@ from jobs.annotate import AnnotateConfig, RunSummary, run_annotate
 from ner import columns as C
 from ner.config import ConfigError, option, parse_job_args
 from ner.corpus import InputError, expand_inputs, validate_inputs
+from ner.failpoints import failpoint
 from ner.model import model_fingerprint, resolve_model
 from ner.store import (
     CONTENT_HASH,
@@ -491,6 +492,7 @@ def _publish(
     summary.checksum = format_checksum(combine_checksums(checksums))
     summary.sequence = (previous.manifest["sequence"] + 1) if previous.manifest else 1
     fsync_files(sorted(files))
+    failpoint("reprocess.before_manifest")  # every file in place, the snapshot not yet published
     manifest = {
         "format": FORMAT,
         "snapshot_id": summary.run_id,
@@ -584,6 +586,7 @@ def run_reprocess(
             f"{plan.todo_rows:,} to annotate: {summary.counts()}",
             flush=True,
         )
+        failpoint("reprocess.before_annotate")
         if plan.todo_rows:
             on_stats = None
             if after_file is not None:
@@ -597,6 +600,9 @@ def run_reprocess(
                 config.annotate_config([str(todo_dir)], str(run_dir), run_id),
                 rejected_columns=[CONTENT_HASH],
                 on_stats=on_stats,
+                # The plan above already left out what an earlier attempt wrote, by
+                # doc_id; the staging file's rows differ, so row hashes cannot match.
+                resume=False,
             )
             print(summary.annotate.format(), flush=True)
             if not summary.annotate.balanced:

@@ -13,16 +13,20 @@ every other row goes to ``<output>/``, zero-entity documents included.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ner import columns as C
@@ -30,6 +34,13 @@ from ner.corpus import resolve_filesystem
 
 ROW_HASH = C.ROW_HASH
 REJECTED_DIR = "_rejected"
+# Footer metadata of every written file: which run wrote it, with which model, which
+# input rows (Ray Data row hashes) it holds, and their counts. A resumed run reads
+# only footers to know what is done.
+META_RUN_ID = "ner.run_id"
+META_MODEL = "ner.model_fingerprint"
+META_ROW_HASHES = "ner.row_hashes"
+META_STATS = "ner.stats"
 
 STATS_SCHEMA = pa.schema(
     [
@@ -100,44 +111,57 @@ class ParquetShardWriter:
         if self.include_text:
             C.require_columns(table, [C.I_TEXT], "ParquetShardWriter (include_text)")
         name = shard_name(table)
-        status = table.column(C.STATUS)
-        rejected_mask = pc.equal(status, C.STATUS_REJECTED)
+        rejected_mask = pc.equal(table.column(C.STATUS), C.STATUS_REJECTED)
         kept = table.filter(pc.invert(rejected_mask))
         rejected = table.filter(rejected_mask)
 
         written = rejected_file = None
+        kept_stats, rejected_stats = self._part_stats(kept, False), self._part_stats(rejected, True)
         if kept.num_rows:
-            written = self._write(self._output_table(kept), f"{self.root}/{name}.parquet")
+            written = self._write(
+                self._output_table(kept), f"{self.root}/{name}.parquet", kept, kept_stats
+            )
         if rejected.num_rows:
             rejected_file = self._write(
-                self._rejected_table(rejected), f"{self.root}/{REJECTED_DIR}/{name}.parquet"
+                self._rejected_table(rejected),
+                f"{self.root}/{REJECTED_DIR}/{name}.parquet",
+                rejected,
+                rejected_stats,
             )
-        entity_types = Counter(
-            label
-            for row in kept.column(C.ENTITIES).to_pylist()
-            for label in (e["label"] for e in row)
+        stats = merge_stats([kept_stats, rejected_stats])
+        return pa.table(
+            {
+                "file": [written],
+                "rejected_file": [rejected_file],
+                **{k: [v] for k, v in stats.items() if k not in ("statuses", "entity_types")},
+                "statuses": [json.dumps(stats["statuses"], sort_keys=True)],
+                "entity_types": [json.dumps(stats["entity_types"], sort_keys=True)],
+            },
+            schema=STATS_SCHEMA,
         )
-        tokens = (
-            int(pc.sum(kept.column(C.I_N_TOKENS)).as_py() or 0)
-            if C.I_N_TOKENS in kept.column_names
-            else 0
+
+    @staticmethod
+    def _part_stats(part: pa.Table, rejected: bool) -> dict:
+        """Counts for the rows of one file, kept in its footer so a resumed run can sum them."""
+
+        def total(column: str) -> int:
+            if rejected or column not in part.column_names:
+                return 0
+            return int(pc.sum(part.column(column)).as_py() or 0)
+
+        labels = (
+            []
+            if rejected
+            else [e["label"] for row in part.column(C.ENTITIES).to_pylist() for e in row]
         )
-        repairs = (
-            int(pc.sum(kept.column("_bio_repairs")).as_py() or 0)
-            if "_bio_repairs" in kept.column_names
-            else 0
-        )
-        stats = {
-            "file": [written],
-            "rejected_file": [rejected_file],
-            "rows": [kept.num_rows],
-            "rejected": [rejected.num_rows],
-            "tokens": [tokens],
-            "bio_repairs": [repairs],
-            "statuses": [json.dumps(Counter(status.to_pylist()), sort_keys=True)],
-            "entity_types": [json.dumps(entity_types, sort_keys=True)],
+        return {
+            "rows": 0 if rejected else part.num_rows,
+            "rejected": part.num_rows if rejected else 0,
+            "tokens": total(C.I_N_TOKENS),
+            "bio_repairs": total("_bio_repairs"),
+            "statuses": dict(Counter(part.column(C.STATUS).to_pylist())),
+            "entity_types": dict(Counter(labels)),
         }
-        return pa.table(stats, schema=STATS_SCHEMA)
 
     def _output_table(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
@@ -185,7 +209,21 @@ class ParquetShardWriter:
             fields.append(pa.field(name, table.schema.field(name).type))
         return pa.table(columns, schema=pa.schema(fields))
 
-    def _write(self, table: pa.Table, path: str) -> str:
+    def _write(self, table: pa.Table, path: str, source: pa.Table, stats: dict) -> str:
+        """Write atomically, with the run, the rows' identities and their counts in the footer."""
+        hashes = (
+            source.column(ROW_HASH).to_numpy().astype("<u8").tobytes()
+            if ROW_HASH in source.column_names
+            else b""
+        )
+        table = table.replace_schema_metadata(
+            {
+                META_RUN_ID: self.run_id,
+                META_MODEL: self.model_fingerprint,
+                META_ROW_HASHES: base64.b64encode(hashes),
+                META_STATS: json.dumps(stats, sort_keys=True),
+            }
+        )
         parent = path.rsplit("/", 1)[0]
         self.fs.create_dir(parent, recursive=True)
         temporary = f"{parent}/.tmp-{uuid.uuid4().hex}.parquet"
@@ -193,3 +231,57 @@ class ParquetShardWriter:
             pq.write_table(table, stream, compression=self.compression)
         self.fs.move(temporary, path)
         return path
+
+
+def merge_stats(parts: Sequence[dict]) -> dict:
+    """Sum per-file counts (:meth:`ParquetShardWriter._part_stats`)."""
+    merged = {"rows": 0, "rejected": 0, "tokens": 0, "bio_repairs": 0}
+    statuses, entity_types = Counter(), Counter()
+    for part in parts:
+        for key in merged:
+            merged[key] += part[key]
+        statuses.update(part["statuses"])
+        entity_types.update(part["entity_types"])
+    return {**merged, "statuses": dict(statuses), "entity_types": dict(entity_types)}
+
+
+@dataclass
+class WrittenFile:
+    """What a file's footer says about the rows in it."""
+
+    path: str
+    run_id: str | None
+    model_fingerprint: str | None
+    row_hashes: np.ndarray  # uint64; empty when the input had no row hashes
+    stats: dict | None
+
+
+def read_footer(fs: pafs.FileSystem, path: str) -> WrittenFile:
+    """Read one output file's provenance from its footer only (no data pages)."""
+    with fs.open_input_file(path) as handle:
+        metadata = pq.read_schema(handle).metadata or {}
+    hashes = base64.b64decode(metadata.get(META_ROW_HASHES.encode(), b""))
+    stats = metadata.get(META_STATS.encode())
+    run_id = metadata.get(META_RUN_ID.encode())
+    model = metadata.get(META_MODEL.encode())
+    return WrittenFile(
+        path=path,
+        run_id=run_id.decode() if run_id else None,
+        model_fingerprint=model.decode() if model else None,
+        row_hashes=np.frombuffer(hashes, dtype="<u8").astype(np.uint64),
+        stats=json.loads(stats) if stats else None,
+    )
+
+
+def list_written(fs: pafs.FileSystem, root: str) -> list[str]:
+    """The Parquet files under ``root`` and ``root/_rejected`` (temporary files excluded)."""
+    paths = []
+    for folder in (root, f"{root}/{REJECTED_DIR}"):
+        if fs.get_file_info(folder).type != pafs.FileType.Directory:
+            continue
+        for entry in fs.get_file_info(pafs.FileSelector(folder)):
+            name = entry.path.rsplit("/", 1)[-1]
+            is_file = entry.type == pafs.FileType.File
+            if is_file and name.endswith(".parquet") and not name.startswith(".tmp-"):
+                paths.append(entry.path)
+    return sorted(paths)

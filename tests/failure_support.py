@@ -1,0 +1,114 @@
+"""Helpers of the failure tests: jobs run as real processes, killed for real, compared by content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ner import columns as C
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = pa.schema([("pmid", pa.string()), ("title", pa.string()), ("abstract", pa.string())])
+# Columns that differ between two correct runs by design: when and by which run.
+VOLATILE = (C.RUN_ID, C.ANNOTATED_AT)
+
+
+def docs(start: int, count: int, edited: bool = False) -> list[tuple[str, str, str]]:
+    word = "Ibuprofen" if edited else "Aspirin"
+    return [
+        (str(i), f"Title {i} on p53 and MDM2.", f"{word} inhibits COX-{i} in human T cells.")
+        for i in range(start, start + count)
+    ]
+
+
+def write_corpus(root: Path, files: dict[str, list[tuple]]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, rows in files.items():
+        table = pa.table([list(c) for c in zip(*rows, strict=True)], schema=SCHEMA)
+        pq.write_table(table, root / name)
+    return root
+
+
+def content_checksum(tables: Iterable[pa.Table]) -> str:
+    """sha256 of all rows, sorted, without the volatile provenance columns."""
+    rows = []
+    for table in tables:
+        keep = [name for name in table.column_names if name not in VOLATILE]
+        rows.extend(
+            json.dumps(row, sort_keys=True, default=str) for row in table.select(keep).to_pylist()
+        )
+    return hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()
+
+
+def doc_ids(tables: Iterable[pa.Table]) -> list:
+    return sorted(
+        (v for t in tables for v in t.column(C.DOC_ID).to_pylist()), key=lambda v: (v is None, v)
+    )
+
+
+def job_env(failpoints: str = "") -> dict:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)  # each job starts its own local cluster, like `make run`
+    env["PYTHONPATH"] = str(ROOT)
+    if failpoints:
+        env["NER_FAILPOINTS"] = failpoints
+    else:
+        env.pop("NER_FAILPOINTS", None)
+    return env
+
+
+def run_job(module: str, args: list[str], failpoints: str = "", timeout: float = 240):
+    """Run ``python -m module args`` in its own process group; returns (returncode, output).
+
+    When a failpoint kills the driver, the rest of its process group (the local Ray
+    cluster it started, workers in the middle of writing) is killed too, as when
+    the machine or container running a job goes away, and the group is waited for
+    so no process of the killed run can write after the rerun starts.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=job_env(failpoints),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    finally:
+        _kill_group(proc.pid)
+    return proc.returncode, output
+
+
+def _kill_group(pgid: int, deadline_s: float = 60) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of group {pgid} still alive {deadline_s}s after SIGKILL")
+
+
+def shutdown_in_process_ray() -> None:
+    """One Ray instance on the machine at a time, so a job's ray.init() starts its own."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
