@@ -102,3 +102,24 @@ def test_evaluate_job_rescores_the_export_identically(clean_run, craft_dir, tmp_
     assert record["metrics"]["devel_f1"] == pytest.approx(best["devel_f1"])
     assert (out / "per_type_f1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| Taxon |" in (out / "scores.md").read_text()
+
+
+def test_a_worker_killed_mid_epoch_restores_from_its_checkpoint(clean_run, craft_dir, tmp_path):
+    from transformers import pipeline
+
+    _, clean_result, _, _ = clean_run
+    steps = clean_result.metrics["global_step"]
+    # Half-way through the second epoch: the last checkpoint is the first epoch's.
+    kill_at = steps * 3 // 4
+    cfg = smoke_config(tmp_path, craft_dir, "name=killed", f"kill_at_step={kill_at}")
+    result, export_dir, _ = run(cfg)
+    assert result.error is None
+    assert result.metrics["resumed"] == 1  # the worker group was restarted from a checkpoint
+    assert result.metrics["epoch"] == cfg.epochs
+    assert result.metrics["global_step"] == steps  # resumed at the epoch boundary, not replayed
+    # The second epoch replays exactly: same data order, dropout and weights as a clean run.
+    assert result.metrics["train_loss"] == pytest.approx(clean_result.metrics["train_loss"])
+    assert result.metrics["devel_sentences"] == cfg.max_eval_sentences  # scored once, whole
+    assert (
+        pipeline("token-classification", model=str(export_dir))("p53 in mouse cells.") is not None
+    )

@@ -69,6 +69,9 @@ class TrainConfig:
     fail_after_epoch: int | None = option(
         None, "testing only: fail once after reporting this epoch"
     )
+    kill_at_step: int | None = option(
+        None, "testing only: the last worker SIGKILLs itself once after this optimizer step"
+    )
 
     def __post_init__(self) -> None:
         positive = (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import tempfile
 import time
 from contextlib import nullcontext
@@ -108,19 +109,64 @@ def _setup_precision(cfg: TrainConfig, device: torch.device):
 
 
 def _restore(checkpoint, model, optimizer, scheduler) -> dict:
-    """Load model, optimizer, scheduler and RNG state; returns the saved progress."""
+    """Load model, optimizer, scheduler and RNG state; returns the saved progress.
+
+    Both files are read before anything is applied, so a damaged checkpoint raises
+    and leaves the model untouched for the next candidate.
+    """
     from safetensors.torch import load_file
 
     with checkpoint.as_directory() as directory:
         weights = load_file(os.path.join(directory, MODEL_SUBDIR, "model.safetensors"))
-        _unwrap(model).load_state_dict(weights, strict=False)
         state = torch.load(os.path.join(directory, STATE_FILE), weights_only=False)
+    _unwrap(model).load_state_dict(weights, strict=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
     torch.set_rng_state(state["rng"]["torch"])
     return state["progress"]
+
+
+def _stored_checkpoints(cfg: TrainConfig) -> list:
+    """This run's checkpoints in storage, the most epochs first.
+
+    Ray Train records a reported checkpoint when its controller next polls the
+    workers (every 2 s); a worker that dies in between loses the record though the
+    files are in storage (ray-project/ray#41700), and the restarted group would
+    start from scratch. Each of our checkpoints is written whole by rank 0 and
+    carries its history, so the stored ones can be ranked without Ray's record.
+    """
+    import pyarrow.fs as pafs
+
+    from ner.corpus import resolve_filesystem
+
+    fs, root = resolve_filesystem(f"{cfg.storage_path.rstrip('/')}/{cfg.name}")
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return []
+    found = []
+    for entry in fs.get_file_info(pafs.FileSelector(root)):
+        if entry.type != pafs.FileType.Directory or not entry.base_name.startswith("checkpoint_"):
+            continue
+        try:
+            with fs.open_input_stream(f"{entry.path}/{HISTORY_FILE}") as stream:
+                epochs = len(json.loads(stream.read()))
+        except (OSError, ValueError):
+            continue  # not (yet) complete
+        found.append((epochs, entry.path, ray.train.Checkpoint(entry.path, filesystem=fs)))
+    return [c for _, _, c in sorted(found, key=lambda item: item[:2], reverse=True)]
+
+
+def _resume(cfg: TrainConfig, model, optimizer, scheduler) -> dict | None:
+    """Progress restored from the newest loadable checkpoint, or None to start fresh."""
+    recorded = ray.train.get_checkpoint()
+    candidates = _stored_checkpoints(cfg) + ([recorded] if recorded is not None else [])
+    for checkpoint in candidates:
+        try:
+            return _restore(checkpoint, model, optimizer, scheduler)
+        except Exception as err:  # a half-uploaded checkpoint: try the one before
+            print(f"checkpoint {checkpoint.path} not loadable ({err}); trying an older one")
+    return None
 
 
 def _save(
@@ -141,6 +187,13 @@ def _save(
     }
     torch.save(state, os.path.join(directory, STATE_FILE))
     Path(directory, HISTORY_FILE).write_text(json.dumps(progress["history"], indent=2))
+
+
+def _kill_once(resumed: bool) -> None:
+    """``kill_at_step``: die like an OOM kill or a lost node, with no chance to clean up."""
+    if not resumed:
+        print(f"kill_at_step: SIGKILL worker process {os.getpid()}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _unwrap(model):
@@ -231,11 +284,9 @@ def train_func(config: dict) -> None:
 
     model = load_base_for_training(cfg.base_model)
     optimizer, scheduler = _setup_optimizer(cfg, model, updates_per_epoch * cfg.epochs)
-    progress = {"epoch": -1, "global_step": 0, "train_examples": 0, "history": []}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        progress = _restore(checkpoint, model, optimizer, scheduler)
-    resumed = checkpoint is not None
+    restored = _resume(cfg, model, optimizer, scheduler)
+    resumed = restored is not None
+    progress = restored or {"epoch": -1, "global_step": 0, "train_examples": 0, "history": []}
     embedding_sync = EmbeddingRowSync(model, world)
     embedding_sync.exclude_from_ddp(model)
     model = ray.train.torch.prepare_model(model)
@@ -291,6 +342,8 @@ def train_func(config: dict) -> None:
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 progress["global_step"] += 1
+                if cfg.kill_at_step == progress["global_step"] and rank == world - 1:
+                    _kill_once(resumed)
         train_seconds = time.perf_counter() - started
         progress["epoch"] = epoch
         progress["train_examples"] += seen
