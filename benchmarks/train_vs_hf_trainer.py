@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     hf, hf_seconds = _run(
         [sys.executable, "-m", "benchmarks.hf_trainer_baseline", *common], "hf_trainer_result: "
     )
+    # Printed at once: on a long run the first peer's figure is worth having early.
+    print(f"HF Trainer done: {json.dumps(hf)}; wall {hf_seconds:.1f} s", flush=True)
     ours, ours_seconds = _run(
         [
             sys.executable,
