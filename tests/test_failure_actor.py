@@ -34,13 +34,6 @@ def _classifier_pids() -> set[int]:
     return pids
 
 
-def _dead(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # killed, not yet reaped
-    except psutil.NoSuchProcess:
-        return True
-
-
 @pytest.fixture(scope="module")
 def setup(ray_local, tmp_path_factory):
     root = tmp_path_factory.mktemp("actor")
@@ -87,7 +80,7 @@ def test_killing_a_classifier_actor_mid_run_loses_and_duplicates_nothing(setup):
     clean_ids, clean_checksum = _read(clean)
     assert clean_ids == sorted(str(i) for i in range(N_DOCS))
 
-    killed: list[int] = []
+    killed: list[psutil.Process] = []
     files_after_kill: list[str] = []
 
     def on_stats(row: dict) -> None:
@@ -96,15 +89,18 @@ def test_killing_a_classifier_actor_mid_run_loses_and_duplicates_nothing(setup):
             return
         victims = _classifier_pids()
         assert len(victims) == 1, f"expected one classifier actor, found {victims}"
-        pid = victims.pop()
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
+        victim = psutil.Process(victims.pop())
+        os.kill(victim.pid, signal.SIGKILL)
+        killed.append(victim)
 
     summary = run_annotate(_config(corpus, root / "killed", model), on_stats=on_stats)
-    assert killed and _dead(killed[0])
+    assert killed
     # The kill came after the first of 24 files: most of the run was still ahead.
     assert len(files_after_kill) >= N_DOCS // 10 - 2
     assert summary.balanced and summary.rows_out == N_DOCS and summary.duplicate_ids == 0
     ids, checksum = _read(summary)
     assert ids == clean_ids
     assert checksum == clean_checksum
+    # Same pid and start time: is_running() is False once the killed process is gone,
+    # even if its pid was reused by a new worker.
+    assert not killed[0].is_running() or killed[0].status() == psutil.STATUS_ZOMBIE
