@@ -357,15 +357,10 @@ def find_duplicates(
 
 
 def _remove_stale(filesystem: pafs.FileSystem, root: str, keep: set[str]) -> list[str]:
-    removed = []
-    for folder in (root, f"{root}/{REJECTED_DIR}"):
-        if filesystem.get_file_info(folder).type != pafs.FileType.Directory:
-            continue
-        for entry in filesystem.get_file_info(pafs.FileSelector(folder)):
-            stale = entry.type == pafs.FileType.File and entry.path not in keep
-            if stale and entry.path.endswith(".parquet"):
-                filesystem.delete_file(entry.path)
-                removed.append(entry.path)
+    # Temporary files too: any left there belong to a crashed or killed writer.
+    removed = [p for p in list_written(filesystem, root, temporary=True) if p not in keep]
+    for path in removed:
+        filesystem.delete_file(path)
     return removed
 
 

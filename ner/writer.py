@@ -273,8 +273,8 @@ def read_footer(fs: pafs.FileSystem, path: str) -> WrittenFile:
     )
 
 
-def list_written(fs: pafs.FileSystem, root: str) -> list[str]:
-    """The Parquet files under ``root`` and ``root/_rejected`` (temporary files excluded)."""
+def list_written(fs: pafs.FileSystem, root: str, temporary: bool = False) -> list[str]:
+    """The Parquet files under ``root`` and ``root/_rejected``; ``.tmp-*`` ones only if asked."""
     paths = []
     for folder in (root, f"{root}/{REJECTED_DIR}"):
         if fs.get_file_info(folder).type != pafs.FileType.Directory:
@@ -282,6 +282,7 @@ def list_written(fs: pafs.FileSystem, root: str) -> list[str]:
         for entry in fs.get_file_info(pafs.FileSelector(folder)):
             name = entry.path.rsplit("/", 1)[-1]
             is_file = entry.type == pafs.FileType.File
-            if is_file and name.endswith(".parquet") and not name.startswith(".tmp-"):
+            wanted = temporary or not name.startswith(".tmp-")
+            if is_file and name.endswith(".parquet") and wanted:
                 paths.append(entry.path)
     return sorted(paths)
