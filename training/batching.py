@@ -87,8 +87,13 @@ def shard_batches(
 
     Every example lands in exactly one batch of exactly one worker, and every
     worker gets the same number of batches (distributed data parallel steps in
-    lock-step). Examples are shuffled with ``seed + epoch``, then grouped into
-    batches of similar length within windows of 50 batches to cut padding.
+    lock-step). Examples are shuffled with ``seed + epoch`` and cut into global
+    batches of ``batch_size * world_size``, grouped by length within windows of 50
+    global batches to cut padding (as Hugging Face's ``LengthGroupedSampler``).
+    Each global batch is dealt out across the workers, so at every step all
+    workers hold sentences of about the same length: a step waits for its
+    slowest worker, and two unrelated batches of a shuffled epoch can differ
+    several-fold in length.
     """
     n = len(lengths)
     if n < world_size:
@@ -97,28 +102,22 @@ def shard_batches(
     rng = random.Random(seed + epoch)
     if shuffle:
         rng.shuffle(order)
+    step_size = batch_size * world_size
     if group_by_length:
-        window = batch_size * 50
+        window = step_size * 50
         order = [
             i
             for start in range(0, n, window)
             for i in sorted(order[start : start + window], key=lambda j: -lengths[j])
         ]
-    batches = [order[start : start + batch_size] for start in range(0, n, batch_size)]
+    steps = [order[start : start + step_size] for start in range(0, n, step_size)]
+    if len(steps) > 1 and len(steps[-1]) < world_size:
+        # Too few left over to give every worker one: fold them into the step before,
+        # so no example is dropped or repeated and step counts stay equal.
+        steps[-2].extend(steps.pop())
     if shuffle:
-        rng.shuffle(batches)
-    extra = len(batches) % world_size
-    if extra:
-        # Spread the leftover batches' examples over the last full round so
-        # no example is dropped or repeated and step counts stay equal.
-        leftover = [i for batch in batches[-extra:] for i in batch]
-        batches = batches[:-extra]
-        if not batches:
-            batches = [leftover[r::world_size] for r in range(world_size)]
-        else:
-            for k, index in enumerate(leftover):
-                batches[len(batches) - world_size + k % world_size].append(index)
-    return batches[rank::world_size]
+        rng.shuffle(steps)
+    return [step[rank::world_size] for step in steps]
 
 
 def collate(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
