@@ -73,6 +73,19 @@ def test_failure_after_first_epoch_resumes_to_the_same_step_count(clean_run, cra
     assert again.metrics["global_step"] == clean_result.metrics["global_step"]
 
 
+def test_ddp_trains_the_same_model_as_the_shared_memory_sync(clean_run, craft_dir, tmp_path):
+    cfg_clean, clean_result, _, _ = clean_run
+    # On one host with CPU workers, "auto" picks the shared-memory sync.
+    assert clean_result.metrics["grad_sync"] == "shared_memory"
+    cfg = smoke_config(tmp_path, craft_dir, "name=ddp", "grad_sync=ddp")
+    result, _, _ = run(cfg)
+    assert result.metrics["grad_sync"] == "ddp"
+    assert result.metrics["global_step"] == clean_result.metrics["global_step"]
+    # Same data, seeds and averaged gradients: only float summation order differs.
+    for key in ("train_loss", "devel_loss", "devel_token_accuracy"):
+        assert result.metrics[key] == pytest.approx(clean_result.metrics[key], rel=1e-4), key
+
+
 def test_more_workers_than_cpus_fails_fast(ray_local, craft_dir, tmp_path):
     cfg = smoke_config(tmp_path, craft_dir, "num_workers=3")
     with pytest.raises(ClusterTooSmallError, match="need 3 CPUs"):

@@ -53,6 +53,11 @@ class TrainConfig:
     num_workers: int = option(2, "Ray Train workers")
     use_gpu: bool = option(False, "one GPU per worker")
     cpus_per_worker: int = option(1, "CPUs reserved per worker")
+    grad_sync: str = option(
+        "auto",
+        "how workers average gradients: ddp, shared_memory (CPU workers on one host) "
+        "or auto (shared_memory where it applies, else ddp)",
+    )
     torch_threads: int | None = option(
         None, "intra-op threads per worker (default: cpus_per_worker)"
     )
@@ -93,5 +98,11 @@ class TrainConfig:
             raise ConfigError(
                 f"mixed_precision must be auto, bf16, fp16 or no, got {self.mixed_precision!r}"
             )
+        if self.grad_sync not in ("auto", "ddp", "shared_memory"):
+            raise ConfigError(
+                f"grad_sync must be auto, ddp or shared_memory, got {self.grad_sync!r}"
+            )
+        if self.grad_sync == "shared_memory" and self.use_gpu:
+            raise ConfigError("grad_sync=shared_memory is for CPU workers; use ddp on GPUs")
         if self.max_failures < -1:
             raise ConfigError("max_failures must be -1 (unlimited) or more")

@@ -33,6 +33,7 @@ from training.batching import collate, encode_sentences, shard_batches, word_pre
 from training.config import TrainConfig
 from training.grad_sync import EmbeddingRowSync
 from training.metrics import evaluation_metrics
+from training.shm_sync import SharedMemoryGradSync
 
 MODEL_SUBDIR = "model"  # inside each checkpoint: a Hugging Face model directory
 STATE_FILE = "trainer_state.pt"
@@ -196,6 +197,34 @@ def _kill_once(resumed: bool) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _grad_sync_mode(cfg: TrainConfig, context) -> str:
+    """``shared_memory`` when asked for, or on ``auto`` when every CPU worker shares a host."""
+    world = context.get_world_size()
+    if cfg.grad_sync != "auto":
+        if cfg.grad_sync == "shared_memory" and context.get_local_world_size() != world:
+            raise RuntimeError("grad_sync=shared_memory needs every worker on one host")
+        return cfg.grad_sync
+    one_host = context.get_local_world_size() == world
+    return "shared_memory" if world > 1 and one_host and not cfg.use_gpu else "ddp"
+
+
+class PhaseClock:
+    """Seconds per phase of a step, summed over an epoch.
+
+    On a few CPU cores the question is always where a step goes; ``backward``
+    includes waiting for DDP's all-reduce, ``sync`` the shared-memory barriers.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(("batch", "forward", "backward", "sync", "optimizer"), 0.0)
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] += now - self._last
+        self._last = now
+
+
 def _unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -287,9 +316,16 @@ def train_func(config: dict) -> None:
     restored = _resume(cfg, model, optimizer, scheduler)
     resumed = restored is not None
     progress = restored or {"epoch": -1, "global_step": 0, "train_examples": 0, "history": []}
-    embedding_sync = EmbeddingRowSync(model, world)
-    embedding_sync.exclude_from_ddp(model)
-    model = ray.train.torch.prepare_model(model)
+    shared_sync = None
+    sync_mode = _grad_sync_mode(cfg, context)
+    if sync_mode == "shared_memory":
+        shared_sync = SharedMemoryGradSync(model, rank, world)
+        embedding_sync = EmbeddingRowSync(model, 1)  # off: the shared buffer holds it all
+        model = ray.train.torch.prepare_model(model, parallel_strategy=None)
+    else:
+        embedding_sync = EmbeddingRowSync(model, world)
+        embedding_sync.exclude_from_ddp(model)
+        model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     autocast, scaler = _setup_precision(cfg, device)
     pad_id = cfg_pad_id(model)
@@ -311,9 +347,12 @@ def train_func(config: dict) -> None:
         )
         batches = batches[:batches_per_epoch]
         loss_total, loss_count, seen = 0.0, 0, 0
+        clock = PhaseClock()
         for step, indices in enumerate(batches):
             batch = collate([train_examples[i] for i in indices], pad_id)
             embedding_sync.observe(batch["input_ids"])
+            if shared_sync:
+                shared_sync.observe(batch["input_ids"])
             batch = {k: v.to(device) for k, v in batch.items()}
             last_of_update = (step + 1) % cfg.grad_accum_steps == 0 or step + 1 == len(batches)
             sync = (
@@ -321,26 +360,36 @@ def train_func(config: dict) -> None:
                 if isinstance(model, DistributedDataParallel) and not last_of_update
                 else nullcontext()
             )
+            clock.lap("batch")
             with sync:
                 with autocast():
                     loss = model(**batch).loss / cfg.grad_accum_steps
+                loss_total += loss.item() * cfg.grad_accum_steps
+                clock.lap("forward")
                 (scaler.scale(loss) if scaler else loss).backward()
-            loss_total += loss.item() * cfg.grad_accum_steps
+                clock.lap("backward")
             loss_count += 1
             seen += len(indices)
             if last_of_update:
+                if shared_sync:
+                    shared_sync.sync()
                 embedding_sync.sync()
                 if scaler:
                     scaler.unscale_(optimizer)
                 if cfg.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                clock.lap("sync")
                 if scaler:
                     scaler.step(optimizer)
                     scaler.update()
                 else:
                     optimizer.step()
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                if shared_sync:
+                    shared_sync.zero_grad()  # the gradients must stay in the shared buffer
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                clock.lap("optimizer")
                 progress["global_step"] += 1
                 if cfg.kill_at_step == progress["global_step"] and rank == world - 1:
                     _kill_once(resumed)
@@ -348,6 +397,11 @@ def train_func(config: dict) -> None:
         progress["epoch"] = epoch
         progress["train_examples"] += seen
 
+        print(
+            f"rank {rank} epoch {epoch + 1} seconds by phase: "
+            + " ".join(f"{k} {v:.1f}" for k, v in clock.seconds.items()),
+            flush=True,
+        )
         metrics = evaluate(model, devel_examples, devel_gold, cfg, device, autocast, rank, world)
         metrics.update(
             epoch=epoch + 1,
@@ -357,6 +411,7 @@ def train_func(config: dict) -> None:
             epoch_train_seconds=train_seconds,
             epoch_seconds=time.perf_counter() - started,
             resumed=int(resumed),
+            grad_sync=sync_mode,
         )
         progress["history"].append({k: metrics[k] for k in HISTORY_KEYS})
         if rank == 0:
