@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -52,16 +53,23 @@ def _grads(rank: int, world: int, row_sync: bool) -> dict:
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+@contextmanager
+def gloo_group(rank: int, world: int, port: int):
+    """This spawned process as one single-threaded rank of a gloo group on loopback."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    with gloo_group(rank, world, port):
         dense = _grads(rank, world, row_sync=False)
         rows = _grads(rank, world, row_sync=True)
         torch.save({"dense": dense, "rows": rows}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_row_sync_matches_dense_ddp_on_every_parameter(tmp_path):

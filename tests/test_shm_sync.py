@@ -8,14 +8,12 @@ parameter, which also checks that ``zero_grad`` clears exactly what it must.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.test_grad_sync import _free_port
+from tests.test_grad_sync import _free_port, gloo_group
 
 
 def _micro_batches(rank: int, step: int) -> list[dict]:
@@ -74,15 +72,10 @@ def _shared_grads(rank: int, world: int) -> tuple[list[dict], list[str]]:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, world, port):
         ddp = _ddp_grads(rank)
         shared, left_behind = _shared_grads(rank, world)
         torch.save({"ddp": ddp, "shared": shared, "left": left_behind}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_shared_memory_sync_matches_ddp_over_accumulated_steps(tmp_path):

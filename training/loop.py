@@ -200,11 +200,11 @@ def _kill_once(resumed: bool) -> None:
 def _grad_sync_mode(cfg: TrainConfig, context) -> str:
     """``shared_memory`` when asked for, or on ``auto`` when every CPU worker shares a host."""
     world = context.get_world_size()
-    if cfg.grad_sync != "auto":
-        if cfg.grad_sync == "shared_memory" and context.get_local_world_size() != world:
-            raise RuntimeError("grad_sync=shared_memory needs every worker on one host")
-        return cfg.grad_sync
     one_host = context.get_local_world_size() == world
+    if cfg.grad_sync == "shared_memory" and not one_host:
+        raise RuntimeError("grad_sync=shared_memory needs every worker on one host")
+    if cfg.grad_sync != "auto":
+        return cfg.grad_sync
     return "shared_memory" if world > 1 and one_host and not cfg.use_gpu else "ddp"
 
 
@@ -316,15 +316,14 @@ def train_func(config: dict) -> None:
     restored = _resume(cfg, model, optimizer, scheduler)
     resumed = restored is not None
     progress = restored or {"epoch": -1, "global_step": 0, "train_examples": 0, "history": []}
-    shared_sync = None
+    # Either averages gradients across workers: observe(input_ids) per batch, sync() per update.
     sync_mode = _grad_sync_mode(cfg, context)
     if sync_mode == "shared_memory":
-        shared_sync = SharedMemoryGradSync(model, rank, world)
-        embedding_sync = EmbeddingRowSync(model, 1)  # off: the shared buffer holds it all
+        gradients = SharedMemoryGradSync(model, rank, world)
         model = ray.train.torch.prepare_model(model, parallel_strategy=None)
     else:
-        embedding_sync = EmbeddingRowSync(model, world)
-        embedding_sync.exclude_from_ddp(model)
+        gradients = EmbeddingRowSync(model, world)
+        gradients.exclude_from_ddp(model)
         model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     autocast, scaler = _setup_precision(cfg, device)
@@ -350,9 +349,7 @@ def train_func(config: dict) -> None:
         clock = PhaseClock()
         for step, indices in enumerate(batches):
             batch = collate([train_examples[i] for i in indices], pad_id)
-            embedding_sync.observe(batch["input_ids"])
-            if shared_sync:
-                shared_sync.observe(batch["input_ids"])
+            gradients.observe(batch["input_ids"])
             batch = {k: v.to(device) for k, v in batch.items()}
             last_of_update = (step + 1) % cfg.grad_accum_steps == 0 or step + 1 == len(batches)
             sync = (
@@ -371,9 +368,7 @@ def train_func(config: dict) -> None:
             loss_count += 1
             seen += len(indices)
             if last_of_update:
-                if shared_sync:
-                    shared_sync.sync()
-                embedding_sync.sync()
+                gradients.sync()
                 if scaler:
                     scaler.unscale_(optimizer)
                 if cfg.max_grad_norm > 0:
@@ -385,8 +380,8 @@ def train_func(config: dict) -> None:
                 else:
                     optimizer.step()
                 scheduler.step()
-                if shared_sync:
-                    shared_sync.zero_grad()  # the gradients must stay in the shared buffer
+                if isinstance(gradients, SharedMemoryGradSync):
+                    gradients.zero_grad()  # the gradients must stay in the shared buffer
                 else:
                     optimizer.zero_grad(set_to_none=True)
                 clock.lap("optimizer")

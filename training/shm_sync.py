@@ -66,7 +66,6 @@ class SharedMemoryGradSync:
         for p in params:
             p.grad = mine[offset : offset + p.numel()].view_as(p)
             offset += p.numel()
-        self.params = params
         dense_start = self.embedding.numel() if self.embedding is not None else 0
         dense = self.numel - dense_start
         self.columns = slice(
