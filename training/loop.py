@@ -33,7 +33,7 @@ from training.batching import collate, encode_sentences, shard_batches, word_pre
 from training.config import TrainConfig
 from training.grad_sync import EmbeddingRowSync
 from training.metrics import evaluation_metrics
-from training.shm_sync import SharedMemoryGradSync
+from training.shm_sync import SharedMemoryAdamW
 
 MODEL_SUBDIR = "model"  # inside each checkpoint: a Hugging Face model directory
 STATE_FILE = "trainer_state.pt"
@@ -319,7 +319,7 @@ def train_func(config: dict) -> None:
     # Either averages gradients across workers: observe(input_ids) per batch, sync() per update.
     sync_mode = _grad_sync_mode(cfg, context)
     if sync_mode == "shared_memory":
-        gradients = SharedMemoryGradSync(model, rank, world)
+        gradients = SharedMemoryAdamW(model, optimizer, rank, world)
         model = ray.train.torch.prepare_model(model, parallel_strategy=None)
     else:
         gradients = EmbeddingRowSync(model, world)
@@ -367,7 +367,13 @@ def train_func(config: dict) -> None:
                 clock.lap("backward")
             loss_count += 1
             seen += len(indices)
-            if last_of_update:
+            if not last_of_update:
+                continue
+            if isinstance(gradients, SharedMemoryAdamW):
+                norm = gradients.sync()
+                clock.lap("sync")
+                gradients.step(cfg.max_grad_norm, norm)  # clips, steps and zeroes
+            else:
                 gradients.sync()
                 if scaler:
                     scaler.unscale_(optimizer)
@@ -379,15 +385,12 @@ def train_func(config: dict) -> None:
                     scaler.update()
                 else:
                     optimizer.step()
-                scheduler.step()
-                if isinstance(gradients, SharedMemoryGradSync):
-                    gradients.zero_grad()  # the gradients must stay in the shared buffer
-                else:
-                    optimizer.zero_grad(set_to_none=True)
-                clock.lap("optimizer")
-                progress["global_step"] += 1
-                if cfg.kill_at_step == progress["global_step"] and rank == world - 1:
-                    _kill_once(resumed)
+                optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            clock.lap("optimizer")
+            progress["global_step"] += 1
+            if cfg.kill_at_step == progress["global_step"] and rank == world - 1:
+                _kill_once(resumed)
         train_seconds = time.perf_counter() - started
         progress["epoch"] = epoch
         progress["train_examples"] += seen
