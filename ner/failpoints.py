@@ -1,11 +1,14 @@
-"""Named crash points for the failure tests: SIGKILL this process at a chosen step.
+"""Named crash points for the failure tests: SIGKILL (or raise in) this process at a chosen step.
 
-The driver-failure tests must kill a job at exact places (before its first write,
-between two file writes, after the last write but before the manifest) to prove
-that a rerun repairs every one of them. Killing from outside at the right moment
-is a race; instead the job calls ``failpoint(name)`` at each such place, and the
-test sets ``NER_FAILPOINTS=name`` or ``name:N`` (fire on the N-th hit) in the
-job's environment. Unset, a failpoint costs one dictionary lookup.
+The failure tests must kill a job at exact places (before its first write,
+between two file writes, after the last write but before the manifest, in the
+middle of a training epoch) to prove that a rerun or a restart repairs every one
+of them. Killing from outside at the right moment is a race; instead the code
+calls ``failpoint(name)`` at each such place, and the test sets
+``NER_FAILPOINTS=name``, ``name:N`` (fire on the N-th hit in this process) or
+``name:N:raise`` (raise :class:`InjectedFailure` instead of killing) in the
+process's environment; several are separated by commas. Unset, a failpoint
+costs one dictionary lookup.
 
 The kill is a real SIGKILL: no ``finally`` block, atexit hook or Ray shutdown
 runs, exactly like an OOM kill or a lost node.
@@ -22,20 +25,31 @@ ENV = "NER_FAILPOINTS"
 _hits: Counter = Counter()
 
 
-def _armed() -> dict[str, int]:
+class InjectedFailure(RuntimeError):
+    """Raised by a failpoint armed with the ``raise`` action."""
+
+
+def _armed() -> dict[str, tuple[int, str]]:
     armed = {}
     for item in filter(None, (s.strip() for s in os.environ.get(ENV, "").split(","))):
-        name, _, count = item.partition(":")
-        armed[name] = int(count or 1)
+        name, _, rest = item.partition(":")
+        count, _, action = rest.partition(":")
+        if action not in ("", "kill", "raise"):
+            raise ValueError(f"{ENV}: unknown action {action!r} in {item!r} (kill or raise)")
+        armed[name] = (int(count or 1), action or "kill")
     return armed
 
 
 def failpoint(name: str) -> None:
-    """SIGKILL this process if ``name`` is armed and this is its N-th hit."""
+    """SIGKILL this process (or raise) if ``name`` is armed and this is its N-th hit."""
     armed = _armed()
     if name not in armed:
         return
     _hits[name] += 1
-    if _hits[name] == armed[name]:
-        print(f"failpoint {name}: killing process {os.getpid()}", file=sys.stderr, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+    count, action = armed[name]
+    if _hits[name] != count:
+        return
+    if action == "raise":
+        raise InjectedFailure(f"failpoint {name}: injected failure on hit {count}")
+    print(f"failpoint {name}: killing process {os.getpid()}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -38,7 +38,7 @@ class TokenClassifierStage:
     ):
         import torch
 
-        from ner.model import load_classifier
+        from ner.model import load_classifier, pad_token_id
 
         if num_threads > 0:
             # Ray pins OMP threads to the actor's CPU share; the forward pass may use more.
@@ -51,8 +51,7 @@ class TokenClassifierStage:
         self.model = loaded.model.to(self.device).eval()
         self.name = loaded.name
         self.fingerprint = loaded.fingerprint
-        pad = loaded.tokenizer.pad_token_id
-        self.pad_id = 0 if pad is None else int(pad)
+        self.pad_id = pad_token_id(loaded.model)
         self.micro_batch_size = micro_batch_size
         # The model's own label ids -> this project's ids, as one lookup table.
         size = max(loaded.id2label) + 1

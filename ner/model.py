@@ -117,6 +117,16 @@ def save_tiny_model(directory: str | os.PathLike, seed: int = 0, **overrides) ->
     return directory
 
 
+def pad_token_id(model) -> int:
+    """The id that pads ``input_ids`` for ``model``: its config's, else 0 (BERT's [PAD]).
+
+    Padded positions are masked out by the attention mask; the id only has to be
+    a valid row of the embedding matrix.
+    """
+    pad = model.config.pad_token_id
+    return 0 if pad is None else int(pad)
+
+
 @dataclass
 class LoadedClassifier:
     """A trained classifier with its labels mapped onto the project's scheme."""

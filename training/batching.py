@@ -73,27 +73,24 @@ def encode_sentences(
     return encoded
 
 
-def shard_batches(
+def global_batches(
     lengths: Sequence[int],
     batch_size: int,
     world_size: int = 1,
-    rank: int = 0,
     seed: int = 42,
     epoch: int = 0,
-    shuffle: bool = True,
     group_by_length: bool = True,
+    shuffle: bool = True,
 ) -> list[list[int]]:
-    """This worker's batches of example indices for one epoch.
+    """One epoch's global batches of example indices, in step order.
 
-    Every example lands in exactly one batch of exactly one worker, and every
-    worker gets the same number of batches (distributed data parallel steps in
-    lock-step). Examples are shuffled with ``seed + epoch`` and cut into global
-    batches of ``batch_size * world_size``, grouped by length within windows of 50
-    global batches to cut padding (as Hugging Face's ``LengthGroupedSampler``).
-    Each global batch is dealt out across the workers, so at every step all
-    workers hold sentences of about the same length: a step waits for its
-    slowest worker, and two unrelated batches of a shuffled epoch can differ
-    several-fold in length.
+    Examples are shuffled with ``seed + epoch`` and cut into global batches of
+    ``batch_size * world_size``, grouped by length within windows of 50 global
+    batches to cut padding (as Hugging Face's ``LengthGroupedSampler``). Every
+    example lands in exactly one global batch. The batches depend on the world
+    size only through their size: ``world_size`` workers with ``batch_size`` each
+    see the same global batches as one worker with ``batch_size * world_size``
+    (unless a tail shorter than ``world_size`` is folded into the batch before it).
     """
     n = len(lengths)
     if n < world_size:
@@ -117,6 +114,29 @@ def shard_batches(
         steps[-2].extend(steps.pop())
     if shuffle:
         rng.shuffle(steps)
+    return steps
+
+
+def shard_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    world_size: int = 1,
+    rank: int = 0,
+    seed: int = 42,
+    epoch: int = 0,
+    shuffle: bool = True,
+    group_by_length: bool = True,
+) -> list[list[int]]:
+    """This worker's batches of example indices for one epoch: its deal of each global batch.
+
+    Every example lands in exactly one batch of exactly one worker, and every
+    worker gets the same number of batches (distributed data parallel steps in
+    lock-step). Each global batch (:func:`global_batches`) is dealt out across the
+    workers, so at every step all workers hold sentences of about the same length:
+    a step waits for its slowest worker, and two unrelated batches of a shuffled
+    epoch can differ several-fold in length.
+    """
+    steps = global_batches(lengths, batch_size, world_size, seed, epoch, group_by_length, shuffle)
     return [step[rank::world_size] for step in steps]
 
 

@@ -36,7 +36,9 @@ class TrainConfig:
     )
     # optimisation (the published recipe)
     learning_rate: float = option(3e-5, "peak learning rate of AdamW")
-    batch_size: int = option(8, "sentences per batch per worker")
+    batch_size: int = option(
+        8, "sentences per batch per worker; the global batch is batch_size x num_workers"
+    )
     eval_batch_size: int = option(64, "sentences per evaluation batch per worker")
     epochs: int = option(4, "passes over the training data")
     warmup_ratio: float = option(0.0, "share of optimizer steps spent warming up linearly")
@@ -50,14 +52,11 @@ class TrainConfig:
     )
     max_steps_per_epoch: int | None = option(None, "stop each epoch after N batches (smoke runs)")
     # execution
-    num_workers: int = option(2, "Ray Train workers")
+    num_workers: int = option(
+        1, "Ray Train workers (DDP when more than one); on CPUs one worker with all cores"
+    )
     use_gpu: bool = option(False, "one GPU per worker")
     cpus_per_worker: int = option(1, "CPUs reserved per worker")
-    grad_sync: str = option(
-        "auto",
-        "how workers average gradients: ddp, shared_memory (CPU workers on one host) "
-        "or auto (shared_memory where it applies, else ddp)",
-    )
     torch_threads: int | None = option(
         None, "intra-op threads per worker (default: cpus_per_worker)"
     )
@@ -71,11 +70,11 @@ class TrainConfig:
     export_dir: str | None = option(
         None, "where the best model is exported (default: <storage_path>/<name>/model)"
     )
-    fail_after_epoch: int | None = option(
-        None, "testing only: fail once after reporting this epoch"
-    )
-    kill_at_step: int | None = option(
-        None, "testing only: the last worker SIGKILLs itself once after this optimizer step"
+    # console
+    verbose: bool = option(
+        False,
+        "show Ray's, Ray Train's and Hugging Face's own logs on the console "
+        "(they are always in Ray's session log folder)",
     )
 
     def __post_init__(self) -> None:
@@ -98,11 +97,5 @@ class TrainConfig:
             raise ConfigError(
                 f"mixed_precision must be auto, bf16, fp16 or no, got {self.mixed_precision!r}"
             )
-        if self.grad_sync not in ("auto", "ddp", "shared_memory"):
-            raise ConfigError(
-                f"grad_sync must be auto, ddp or shared_memory, got {self.grad_sync!r}"
-            )
-        if self.grad_sync == "shared_memory" and self.use_gpu:
-            raise ConfigError("grad_sync=shared_memory is for CPU workers; use ddp on GPUs")
         if self.max_failures < -1:
             raise ConfigError("max_failures must be -1 (unlimited) or more")

@@ -99,6 +99,31 @@ def write_dataset(build: DatasetBuild, out_dir: str | os.PathLike) -> dict[str, 
     return paths
 
 
+def load_data(cfg) -> dict[str, dict[str, list]]:
+    """Train (original + augmented, or original only) and devel of a TrainConfig as columns.
+
+    ``max_train_sentences`` takes a seeded sample of train (so original and
+    augmented rows both appear); ``max_eval_sentences`` the first devel
+    sentences, so every run scores the same subset.
+    """
+    build = build_dataset(
+        data_dir=cfg.data_dir,
+        ontology_dir=cfg.ontology_dir,
+        rate=cfg.augment_rate,
+        seed=cfg.augment_seed,
+        augment_train=cfg.use_augmented,
+    )
+    columns = {}
+    for split, limit in (("train", cfg.max_train_sentences), ("devel", cfg.max_eval_sentences)):
+        dataset = build.dataset[split]
+        if limit is not None and limit < len(dataset):
+            if split == "train":
+                dataset = dataset.shuffle(seed=cfg.seed)
+            dataset = dataset.select(range(limit))
+        columns[split] = {"tokens": dataset["tokens"], "ner_tags": dataset["ner_tags"]}
+    return columns
+
+
 def load_split(path: str | os.PathLike) -> Dataset:
     """Read back one split written by :func:`write_dataset`, with its ClassLabel features."""
     return Dataset.from_parquet(str(path), features=FEATURES)

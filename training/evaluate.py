@@ -4,17 +4,61 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from ner.labels import ENTITY_TYPES
-from ner.model import LoadedClassifier
-from training.batching import collate, encode_sentences, word_predictions
+from ner.model import LoadedClassifier, pad_token_id
+from training.batching import (
+    IGNORE_INDEX,
+    Encoded,
+    collate,
+    encode_sentences,
+    word_predictions,
+)
 from training.metrics import evaluation_metrics
 
 
 @torch.no_grad()
+def predict(
+    model,
+    examples: Sequence[Encoded],
+    indices: Sequence[int],
+    batch_size: int,
+    pad_id: int,
+    device: torch.device | str = "cpu",
+    autocast=nullcontext,
+) -> tuple[dict[int, list[int]], torch.Tensor]:
+    """Word-level label ids (first sub-token's argmax) of ``examples[i]`` for each index.
+
+    Batches sentences of similar length together to cut padding. Also returns the
+    summed token loss and the number of labelled tokens, on ``device``, as one
+    tensor (meaningful where the examples carry labels).
+    """
+    order = sorted(indices, key=lambda i: len(examples[i]))
+    predictions: dict[int, list[int]] = {}
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch_examples = [examples[i] for i in chunk]
+        batch = {k: v.to(device) for k, v in collate(batch_examples, pad_id).items()}
+        with autocast():
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        logits = out.logits.float()
+        loss_sum[0] += torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1),
+            batch["labels"].flatten(),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        loss_sum[1] += (batch["labels"] != IGNORE_INDEX).sum()
+        for i, words in zip(chunk, word_predictions(logits.cpu(), batch_examples), strict=True):
+            predictions[i] = words
+    return predictions, loss_sum
+
+
 def predict_tags(
     loaded: LoadedClassifier,
     sentences: Sequence[Sequence[str]],
@@ -22,21 +66,13 @@ def predict_tags(
     max_length: int = 512,
 ) -> list[list[str]]:
     """Word-level tags (first sub-token's argmax) for pre-tokenised sentences."""
-    model = loaded.model
     encoded = encode_sentences(
         loaded.tokenizer, sentences, [[0] * len(s) for s in sentences], max_length
     )
-    pad_id = model.config.pad_token_id or 0
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    predictions: dict[int, list[str]] = {}
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        examples = [encoded[i] for i in indices]
-        batch = collate(examples, pad_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        for i, ids in zip(indices, word_predictions(logits, examples), strict=True):
-            predictions[i] = [loaded.id2label[t] for t in ids]
-    return [predictions[i] for i in range(len(encoded))]
+    ids, _ = predict(
+        loaded.model, encoded, range(len(encoded)), batch_size, pad_token_id(loaded.model)
+    )
+    return [[loaded.id2label[t] for t in ids[i]] for i in range(len(encoded))]
 
 
 def score(

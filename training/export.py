@@ -15,8 +15,8 @@ from pathlib import Path
 import yaml
 
 from ner.labels import ENTITY_TYPES
+from training.checkpoints import MODEL_SUBDIR
 from training.config import TrainConfig
-from training.loop import MODEL_SUBDIR
 from training.metrics import per_type_table
 
 
@@ -49,7 +49,7 @@ def model_card(metrics: dict, history: list[dict], cfg: TrainConfig) -> str:
         for m in history
     )
     config = yaml.safe_dump(
-        {k: v for k, v in asdict(cfg).items() if k != "fail_after_epoch"}, sort_keys=False
+        {k: v for k, v in asdict(cfg).items() if k != "verbose"}, sort_keys=False
     )
     return f"""---
 library_name: transformers

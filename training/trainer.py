@@ -1,0 +1,83 @@
+"""Build the Ray Train ``TorchTrainer`` for a TrainConfig, after checking the cluster can host it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from ner.failpoints import ENV as FAILPOINTS_ENV
+from training.config import TrainConfig
+from training.console import QUIET_TRAIN_LOG_LEVEL, worker_env
+from training.loop import train_func
+
+
+class ClusterTooSmallError(RuntimeError):
+    """The run asks for more workers, CPUs or GPUs than the cluster has."""
+
+
+def check_resources(cfg: TrainConfig) -> None:
+    """Fail now, not after an endless wait, when the cluster cannot host the workers."""
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
+    need_cpu = cfg.num_workers * cfg.cpus_per_worker
+    if need_cpu > cpus:
+        raise ClusterTooSmallError(
+            f"{cfg.num_workers} workers x {cfg.cpus_per_worker} CPU need {need_cpu} CPUs; "
+            f"the cluster has {cpus:g}. Lower num_workers or cpus_per_worker."
+        )
+    if cfg.use_gpu and cfg.num_workers > gpus:
+        raise ClusterTooSmallError(
+            f"{cfg.num_workers} GPU workers need {cfg.num_workers} GPUs; the cluster has {gpus:g}. "
+            "Lower num_workers, add GPU nodes, or set use_gpu=false."
+        )
+
+
+def storage_uri(cfg: TrainConfig) -> str:
+    """``storage_path`` as Ray Train needs it: a URI, or an absolute local path."""
+    return cfg.storage_path if "://" in cfg.storage_path else os.path.abspath(cfg.storage_path)
+
+
+def build_trainer(cfg: TrainConfig, data: dict[str, dict[str, list]]) -> TorchTrainer:
+    """A TorchTrainer running ``train_func`` on ``cfg.num_workers`` workers.
+
+    The data goes through the object store once, not once per worker. The
+    workers see the failure tests' ``NER_FAILPOINTS`` when the driver has it.
+    """
+    check_resources(cfg)
+    passthrough = {k: os.environ[k] for k in (FAILPOINTS_ENV,) if k in os.environ}
+    loop_config = asdict(cfg) | {
+        "_data": {split: ray.put(columns) for split, columns in data.items()},
+        # rank 0 draws a progress bar only where a person watches a terminal
+        "_progress": sys.stderr.isatty(),
+    }
+    return TorchTrainer(
+        train_func,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={
+                "CPU": cfg.cpus_per_worker,
+                **({"GPU": 1} if cfg.use_gpu else {}),
+            },
+        ),
+        run_config=ray.train.RunConfig(
+            name=cfg.name,
+            storage_path=storage_uri(cfg),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.num_to_keep,
+                checkpoint_score_attribute="devel_f1",
+                checkpoint_score_order="max",
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            worker_runtime_env={"env_vars": worker_env(cfg.verbose, passthrough)},
+            logging_config=ray.train.LoggingConfig(
+                log_level="INFO" if cfg.verbose else QUIET_TRAIN_LOG_LEVEL
+            ),
+        ),
+    )
