@@ -6,10 +6,12 @@ do; training can). Quiet unless ``verbose``:
 - ``ray.init(logging_level=WARNING)``: no "Started a local Ray instance" banner;
 - ``log_to_driver=False``: worker output (model loading bars, library warnings)
   stays in the workers' log files; a failing task still raises in the driver;
-- a new local cluster gets ``RAY_AUTH_MODE=token`` set explicitly: token
-  authentication stays on (Ray 2.60's default for ``ray.init()``), and Ray skips
-  its "Token authentication is enabled" warning, which it prints only when the
-  mode is left unset. A cluster joined by address keeps the caller's setting;
+- Ray 2.60 turns token authentication on for a new local cluster and warns
+  "Token authentication is enabled" each time; that logger is raised to ERROR, so
+  authentication stays as Ray sets it and only the notice goes. (Setting
+  ``RAY_AUTH_MODE=token`` instead would need to happen before Ray is imported:
+  Ray reads it into its config on import.) A cluster joined by address, one from
+  ``ray start --head``, needs ``RAY_AUTH_MODE=token`` and its token as usual;
 - Ray Data: progress bars as asked (tqdm on a terminal; otherwise Ray Data logs
   progress every ``RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL`` seconds, 30 by default
   here instead of 10), no execution-plan line at start (``print_on_execution_start``),
@@ -25,7 +27,8 @@ import logging
 import os
 
 QUIET_PROGRESS_INTERVAL_S = "30"
-_PROGRESS_LOGGER = "ray.data._internal.progress"
+_PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
+_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 class _ConsoleFilter(logging.Filter):
@@ -56,6 +59,8 @@ def init_ray(
     from ray.data import DataContext
 
     if not ray.is_initialized():
+        if not verbose:
+            logging.getLogger(_AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
         kwargs: dict = dict(
             logging_level=logging.INFO if verbose else logging.WARNING,
             log_to_driver=verbose or worker_logs,
@@ -63,7 +68,6 @@ def init_ray(
         if address:
             kwargs["address"] = address
         elif not os.environ.get("RAY_ADDRESS"):
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
             if num_cpus:
                 kwargs["num_cpus"] = num_cpus
             if object_store_mb:

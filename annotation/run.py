@@ -173,7 +173,7 @@ def run_annotate(
             "documents are already written and are skipped",
             flush=True,
         )
-    else:
+    elif resume:  # without resume the caller tracks progress, and says how to resume
         print(f"run {run_id} (to resume after an interruption: run_id={run_id})", flush=True)
     failpoint("annotate.before_pipeline")
 
