@@ -65,9 +65,13 @@ def init_ray(
             logging_level=logging.INFO if verbose else logging.WARNING,
             log_to_driver=verbose or worker_logs,
         )
+        address = address or os.environ.get("RAY_ADDRESS", "")
         if address:
             kwargs["address"] = address
-        elif not os.environ.get("RAY_ADDRESS"):
+        else:
+            # "local": a new cluster. Left empty, Ray joins any `ray start` cluster on
+            # this machine (its /tmp/ray/ray_current_cluster), someone else's included.
+            kwargs["address"] = "local"
             if num_cpus:
                 kwargs["num_cpus"] = num_cpus
             if object_store_mb:
