@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="first N sentences only (0 = all)")
     args = parser.parse_args(argv)
 
-    from jobs.annotate import AnnotateConfig, run_annotate
+    from annotation.config import AnnotateConfig
+    from annotation.run import run_annotate
     from ner.model import load_classifier
     from training.craft import read_iob_file
     from training.evaluate import score

@@ -86,7 +86,7 @@ class PeakMemory:
 
 
 def documents(pubtator: Path) -> list[str]:
-    from jobs.pubtator_to_parquet import read_pubtator
+    from ner.pubtator import read_pubtator
 
     return [d["title"] + " " + d["abstract"] for d in read_pubtator(pubtator)]
 
@@ -154,7 +154,8 @@ def bench_bare(model: str, texts: list[str], max_length: int, stride: int, batch
 
 def bench_job(model: str, input_dir: Path, output: Path, max_length: int, stride: int, batch: int):
     """(c) the job's summary (its wall time includes validation, not Ray start-up)."""
-    from jobs.annotate import AnnotateConfig, run_annotate
+    from annotation.config import AnnotateConfig
+    from annotation.run import run_annotate
     from ner.config import load_config
 
     config = load_config(
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from jobs.pubtator_to_parquet import read_pubtator, write_parquet
+    from ner.pubtator import read_pubtator, write_parquet
 
     work = Path(args.work_dir)
     docs = read_pubtator(args.pubtator)

@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from jobs import annotate, build_dataset, pubtator_to_parquet, train
+    from annotation.cluster import init_ray
+    from annotation.config import AnnotateConfig
+    from annotation.run import run_annotate
+    from jobs import build_dataset, pubtator_to_parquet, train
     from ner.config import load_config
     from training.config import TrainConfig
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     build_dataset.main(["--out", str(out / "dataset")])
 
     print("\n== 2/4 training the demo model (Ray Train, 2 CPU workers)", flush=True)
-    ray.init(num_cpus=2, include_dashboard=False)
+    init_ray(num_cpus=2, worker_logs=True)  # the training workers print the epochs
     cfg = load_config(TrainConfig, args.train_config, [f"storage_path={out / 'train'}"])
     _, model_dir, best = train.run(cfg)
     print(
@@ -75,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== 4/4 annotating (Ray Data)", flush=True)
     annotations = out / "annotations" / "pubmed-sample"
     config = load_config(
-        annotate.AnnotateConfig,
+        AnnotateConfig,
         args.annotate_config,
-        [f"input={corpus}", f"output={annotations}", f"model={model_dir}", "progress_bars=false"],
+        [f"input={corpus}", f"output={annotations}", f"model={model_dir}"],
     )
-    summary = annotate.run_annotate(config)
+    summary = run_annotate(config)
     print(summary.format())
     ray.shutdown()
     if not summary.balanced:

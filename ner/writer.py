@@ -4,8 +4,8 @@ A file's name is derived from its input: the stem of the input file of its first
 row and a hash of the rows' stable identities (Ray Data's ``row_hash``, from the
 source path and row position, or else the source path and doc id). A retried task
 writes the same rows under the same name, so it replaces its earlier attempt
-instead of adding a duplicate. Each file is written under a temporary name and
-then moved into place, so a reader never sees half a file.
+instead of adding a duplicate. Each file is written by :func:`ner.atomic.atomic_write`
+(temporary name, then moved into place), so a reader never sees half a file.
 
 Rows with status ``rejected`` go to ``<output>/_rejected/`` with the reason;
 every other row goes to ``<output>/``, zero-entity documents included.
@@ -17,7 +17,6 @@ import base64
 import hashlib
 import json
 import re
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ner import columns as C
+from ner.atomic import TEMPORARY_PREFIX, atomic_write
 from ner.corpus import resolve_filesystem
 
 ROW_HASH = C.ROW_HASH
@@ -41,6 +41,15 @@ META_RUN_ID = "ner.run_id"
 META_MODEL = "ner.model_fingerprint"
 META_ROW_HASHES = "ner.row_hashes"
 META_STATS = "ner.stats"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_stem(name: str, limit: int = 80) -> str:
+    """A file name's last component without ``.parquet``, reduced to ``[A-Za-z0-9._-]``."""
+    stem = _UNSAFE.sub("_", name.rstrip("/").rsplit("/", 1)[-1])
+    return stem.removesuffix(".parquet")[:limit]
+
 
 STATS_SCHEMA = pa.schema(
     [
@@ -71,9 +80,7 @@ def shard_name(table: pa.Table) -> str:
         for source, doc_id in zip(sources, table.column(C.DOC_ID).to_pylist(), strict=True):
             digest.update(f"{source}\x00{doc_id}\n".encode())
     first = next((s for s in sources if s), "part")
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", first.rstrip("/").rsplit("/", 1)[-1])
-    stem = stem.removesuffix(".parquet")[:80] or "part"
-    return f"{stem}-{digest.hexdigest()[:16]}"
+    return f"{safe_stem(first) or 'part'}-{digest.hexdigest()[:16]}"
 
 
 class ParquetShardWriter:
@@ -224,12 +231,11 @@ class ParquetShardWriter:
                 META_STATS: json.dumps(stats, sort_keys=True),
             }
         )
-        parent = path.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
-        temporary = f"{parent}/.tmp-{uuid.uuid4().hex}.parquet"
-        with self.fs.open_output_stream(temporary) as stream:
-            pq.write_table(table, stream, compression=self.compression)
-        self.fs.move(temporary, path)
+        atomic_write(
+            path,
+            lambda stream: pq.write_table(table, stream, compression=self.compression),
+            self.fs,
+        )
         return path
 
 
@@ -273,16 +279,25 @@ def read_footer(fs: pafs.FileSystem, path: str) -> WrittenFile:
     )
 
 
-def list_written(fs: pafs.FileSystem, root: str, temporary: bool = False) -> list[str]:
-    """The Parquet files under ``root`` and ``root/_rejected``; ``.tmp-*`` ones only if asked."""
+def list_written(
+    fs: pafs.FileSystem, root: str, temporary: bool = False, exclude_prefix: str = ""
+) -> list[str]:
+    """The one listing of written files: the Parquet files in ``root`` and ``root/_rejected``.
+
+    Hidden and bookkeeping names (``.x``, ``_x``) are skipped, except temporary
+    files (``.tmp-*``, left by a killed writer) when ``temporary`` is set; names
+    starting with ``exclude_prefix`` are skipped too.
+    """
     paths = []
     for folder in (root, f"{root}/{REJECTED_DIR}"):
         if fs.get_file_info(folder).type != pafs.FileType.Directory:
             continue
         for entry in fs.get_file_info(pafs.FileSelector(folder)):
             name = entry.path.rsplit("/", 1)[-1]
-            is_file = entry.type == pafs.FileType.File
-            wanted = temporary or not name.startswith(".tmp-")
-            if is_file and name.endswith(".parquet") and wanted:
+            hidden = name.startswith((".", "_")) or bool(
+                exclude_prefix and name.startswith(exclude_prefix)
+            )
+            wanted = not hidden or (temporary and name.startswith(TEMPORARY_PREFIX))
+            if entry.type == pafs.FileType.File and name.endswith(".parquet") and wanted:
                 paths.append(entry.path)
     return sorted(paths)

@@ -1,11 +1,13 @@
-"""Job-level checks that need no Ray: config, and failing fast before any model work."""
+"""Checks that need no Ray: config, and the validation preamble failing before any model work."""
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from annotation import run
+from annotation.config import AnnotateConfig
+from annotation.run import run_annotate
 from jobs import annotate
-from jobs.annotate import AnnotateConfig, run_annotate
 from ner.config import ConfigError, load_config
 from ner.corpus import InputError
 
@@ -25,8 +27,8 @@ def _no_model_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("model or Ray work started before the inputs were validated")
 
-    monkeypatch.setattr(annotate, "model_fingerprint", forbidden)
-    monkeypatch.setattr(annotate, "_init_ray", forbidden)
+    monkeypatch.setattr(run, "model_fingerprint", forbidden)
+    monkeypatch.setattr(run, "init_ray", forbidden)
 
 
 def test_missing_text_column_fails_before_model_work(corpus, monkeypatch):
@@ -56,7 +58,7 @@ def test_unreadable_file_fails_before_model_work(corpus, monkeypatch):
 
 
 def test_missing_model_fails_before_ray(corpus, monkeypatch):
-    monkeypatch.setattr(annotate, "_init_ray", lambda config: pytest.fail("Ray started"))
+    monkeypatch.setattr(run, "init_ray", lambda *a, **k: pytest.fail("Ray started"))
     config = AnnotateConfig(
         input=[str(corpus / "a.parquet")],
         output=str(corpus / "out"),

@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.annotate import AnnotateConfig, run_annotate
+from annotation.config import AnnotateConfig
+from annotation.run import run_annotate
 from ner import columns as C
 from ner.model import model_fingerprint
 from ner.writer import REJECTED_DIR

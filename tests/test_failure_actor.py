@@ -14,7 +14,8 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.annotate import AnnotateConfig, run_annotate
+from annotation.config import AnnotateConfig
+from annotation.run import run_annotate
 from ner.model import save_tiny_model
 from tests.failure_support import content_checksum, doc_ids, docs, write_corpus
 

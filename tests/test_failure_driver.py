@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ner.store import latest_snapshot, list_snapshots, read_snapshot
+from annotation.snapshots import latest_snapshot, list_snapshots, read_snapshot
 from tests.failure_support import (
     content_checksum,
     doc_ids,

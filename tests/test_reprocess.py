@@ -10,21 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import jobs.reprocess as reprocess
-from jobs.reprocess import ReprocessConfig, run_reprocess
+import annotation.reprocess as reprocess
+from annotation.config import CONTENT_HASH, ReprocessConfig
+from annotation.hashing import table_checksum
+from annotation.reprocess import run_reprocess
+from annotation.snapshots import MANIFESTS, SNAPSHOTS, STAGING, latest_snapshot, read_snapshot
 from ner import columns as C
 from ner.model import model_fingerprint
-from ner.store import (
-    CONTENT_HASH,
-    MANIFESTS,
-    SNAPSHOTS,
-    STAGING,
-    StoreLock,
-    StoreLockedError,
-    latest_snapshot,
-    read_snapshot,
-    table_checksum,
-)
 
 pytestmark = [pytest.mark.timeout(600)]
 
@@ -247,13 +239,6 @@ def test_a_crashed_run_publishes_nothing_and_its_rerun_is_exactly_once(
     rows, rejected = _assert_exactly_once(store, {str(i) for i in range(30)})
     assert {r[C.MODEL_FINGERPRINT] for r in rows.to_pylist()} == {model_fingerprint(model)}
     assert not (store / STAGING / "r2").exists()
-
-
-def test_a_second_run_on_a_locked_store_is_refused(tmp_path):
-    with StoreLock(tmp_path), pytest.raises(StoreLockedError, match="locked by another run"):
-        StoreLock(tmp_path).__enter__()
-    with StoreLock(tmp_path):  # released on exit; a crash releases it too (flock)
-        pass
 
 
 def test_config_rejects_output_and_reserved_columns():

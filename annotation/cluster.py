@@ -1,0 +1,103 @@
+"""Start or join Ray with a console a person can read; the logs stay in Ray's session folder.
+
+Any job that runs on Ray can call :func:`init_ray` (annotation and reprocessing
+do; training can). Quiet unless ``verbose``:
+
+- ``ray.init(logging_level=WARNING)``: no "Started a local Ray instance" banner;
+- ``log_to_driver=False``: worker output (model loading bars, library warnings)
+  stays in the workers' log files; a failing task still raises in the driver;
+- Ray 2.60 turns token authentication on for a new local cluster and warns
+  "Token authentication is enabled" each time; that logger is raised to ERROR, so
+  authentication stays as Ray sets it and only the notice goes. (Setting
+  ``RAY_AUTH_MODE=token`` instead would need to happen before Ray is imported:
+  Ray reads it into its config on import.) A cluster joined by address, one from
+  ``ray start --head``, needs ``RAY_AUTH_MODE=token`` and its token as usual;
+- Ray Data: progress bars as asked (tqdm on a terminal; otherwise Ray Data logs
+  progress every ``RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL`` seconds, 30 by default
+  here instead of 10), no execution-plan line at start (``print_on_execution_start``),
+  and only warnings and progress from the ``ray.data`` logger on the console. Its
+  file handler still gets everything (``logs/ray-data/``).
+
+The session's log folder is printed once, so what is hidden can be found.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+QUIET_PROGRESS_INTERVAL_S = "30"
+_PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
+_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+class _ConsoleFilter(logging.Filter):
+    """Pass warnings, and Ray Data's logged progress (its non-terminal progress bars)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.startswith(_PROGRESS_LOGGER)
+
+
+def init_ray(
+    address: str = "",
+    num_cpus: int = 0,
+    object_store_mb: int = 0,
+    verbose: bool = False,
+    progress_bars: bool = True,
+    worker_logs: bool = False,
+):
+    """Start a local Ray (or join ``address`` / ``RAY_ADDRESS``) unless one is running; returns ``ray``.
+
+    ``num_cpus`` and ``object_store_mb`` (0 = Ray's default) size a new local
+    cluster only. ``worker_logs`` shows the workers' own output on the console even
+    when not ``verbose`` (a job whose workers print its progress, like training,
+    wants it). Prints where the session's logs are, once per process.
+    """
+    if not verbose:
+        os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", QUIET_PROGRESS_INTERVAL_S)
+    import ray
+    from ray.data import DataContext
+
+    if not ray.is_initialized():
+        if not verbose:
+            logging.getLogger(_AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
+        kwargs: dict = dict(
+            logging_level=logging.INFO if verbose else logging.WARNING,
+            log_to_driver=verbose or worker_logs,
+        )
+        address = address or os.environ.get("RAY_ADDRESS", "")
+        if address:
+            kwargs["address"] = address
+        else:
+            # "local": a new cluster. Left empty, Ray joins any `ray start` cluster on
+            # this machine (its /tmp/ray/ray_current_cluster), someone else's included.
+            kwargs["address"] = "local"
+            if num_cpus:
+                kwargs["num_cpus"] = num_cpus
+            if object_store_mb:
+                kwargs["object_store_memory"] = object_store_mb * 1024 * 1024
+        context = ray.init(**kwargs)
+        print(f"ray logs: {context.address_info['session_dir']}/logs", flush=True)
+
+    data = DataContext.get_current()
+    data.enable_progress_bars = progress_bars
+    data.print_on_execution_start = verbose
+    data.verbose_stats_logs = verbose
+    _quiet_ray_data_console(verbose)
+    return ray
+
+
+def _quiet_ray_data_console(verbose: bool) -> None:
+    """Filter the console handler of Ray Data's logger; its file handler keeps every record."""
+    from ray.data._internal.logging import SessionFileHandler, configure_logging
+
+    logger = logging.getLogger("ray.data")
+    if not logger.handlers:
+        configure_logging()
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler | SessionFileHandler):
+            continue
+        for old in [f for f in handler.filters if isinstance(f, _ConsoleFilter)]:
+            handler.removeFilter(old)
+        if not verbose:
+            handler.addFilter(_ConsoleFilter())

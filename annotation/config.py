@@ -1,0 +1,180 @@
+"""Typed configs of the annotation jobs, and the run ids they write.
+
+:class:`AnnotateConfig` is jobs.annotate's; :class:`ReprocessConfig` adds the
+store for jobs.reprocess. Execution settings (batch sizes, concurrency, GPUs per
+actor) live here, not in the stages.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+
+from ner.config import ConfigError, option
+from ner.windowing import WORD_UNITS
+
+CONTENT_HASH = "content_hash"  # sha256 (128 bits, hex) of a document's text columns
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def new_run_id() -> str:
+    """The one run-id maker: UTC time to the second plus a random suffix, sortable by time."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+@dataclass
+class AnnotateConfig:
+    """Settings of the annotation job; execution settings live here, not in the stages."""
+
+    input: list[str] = option(
+        [], "Parquet files or directories, local paths or URIs (s3://, gs://, ...)"
+    )
+    output: str = option(
+        "outputs/annotations", "output directory or URI; _rejected/ and _manifest.json go inside"
+    )
+    model: str = option("outputs/model", "trained token-classifier directory (or a cached hub id)")
+    id_column: str = option(
+        "doc_id", "input column with the document id (written as the string doc_id)"
+    )
+    text_columns: list[str] = option(
+        ["text"], "input text columns, joined with `separator`; offsets are into the joined text"
+    )
+    separator: str = option(
+        " ", "string between text columns (a space: PubTator's title + abstract offsets)"
+    )
+    passthrough: list[str] = option([], "input columns copied unchanged to the output")
+    include_text: bool = option(False, "also write the joined text as column `text`")
+    max_length: int = option(512, "window length in sub-tokens, special tokens included")
+    stride: int = option(128, "sub-tokens shared by consecutive windows of a long document")
+    word_unit: str = option(
+        "tokenizer",
+        "what a word is for decoding: 'tokenizer' (its pre-tokenizer, splits punctuation) or 'whitespace'",
+    )
+    max_chars: int = option(
+        1_000_000, "longer documents are rejected (reason recorded), not annotated"
+    )
+    tokenize_batch_size: int = option(64, "documents per tokenizer call")
+    classify_batch_size: int = option(
+        64, "documents per classifier call; their windows are sorted by length"
+    )
+    micro_batch_size: int = option(32, "windows per forward pass")
+    write_batch_size: int = option(2000, "documents per output file (at most)")
+    tokenize_concurrency: list[int] = option([1, 2], "tokenizer actors: [min, max]")
+    classifier_concurrency: list[int] = option(
+        [1, 1], "classifier actors: [min, max] (autoscaling between them)"
+    )
+    num_gpus_per_actor: float | None = option(
+        None, "GPUs per classifier actor; empty = 1 when the cluster has GPUs, else 0"
+    )
+    classifier_num_cpus: float = option(
+        0.5,
+        "CPUs reserved per classifier actor (bookkeeping: torch_threads sets its threads; "
+        "Ray Data's file listing needs 1 free CPU, so keep the sum of reservations below the cluster's)",
+    )
+    cpu_stage_num_cpus: float = option(
+        0.25, "CPUs reserved per read, tokenize, decode and write worker"
+    )
+    torch_threads: int = option(
+        0, "intra-op threads per CPU classifier actor; 0 = cluster CPUs / max classifier actors"
+    )
+    device: str = option("auto", "'auto' (cuda when present), 'cpu' or 'cuda'")
+    run_id: str = option(
+        "",
+        "id written with every row; empty = UTC time + random suffix. Rerunning an "
+        "interrupted run with its run_id skips the documents it already wrote",
+    )
+    ray_address: str = option("", "Ray cluster address; empty = RAY_ADDRESS or a new local cluster")
+    num_cpus: int = option(0, "CPUs of a new local cluster (0 = all)")
+    object_store_mb: int = option(
+        0, "object store of a new local cluster in MiB (0 = Ray's default)"
+    )
+    progress_bars: bool = option(True, "show Ray Data's progress bars")
+    verbose: bool = option(
+        False, "show Ray's own log lines on the console (they always go to the log files)"
+    )
+    remove_stale: bool = option(
+        True, "delete output Parquet files of earlier runs that this run did not write"
+    )
+
+    def check(self) -> None:
+        if self.word_unit not in WORD_UNITS:
+            raise ConfigError(f"word_unit must be one of {', '.join(WORD_UNITS)}")
+        for name in ("tokenize_concurrency", "classifier_concurrency"):
+            value = getattr(self, name)
+            if len(value) != 2 or not 1 <= value[0] <= value[1]:
+                raise ConfigError(f"{name} must be [min, max] with 1 <= min <= max, got {value}")
+        if not self.text_columns:
+            raise ConfigError("text_columns must name at least one column")
+        for name in (
+            "tokenize_batch_size",
+            "classify_batch_size",
+            "micro_batch_size",
+            "write_batch_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+
+
+# Settings that shape the annotation rows: a change re-annotates every document.
+ROW_SETTINGS = (
+    "id_column",
+    "text_columns",
+    "separator",
+    "passthrough",
+    "include_text",
+    "max_length",
+    "stride",
+    "word_unit",
+    "max_chars",
+)
+
+
+@dataclass
+class ReprocessConfig(AnnotateConfig):
+    """The annotation settings of jobs.annotate, plus the store; ``output`` is the store's business."""
+
+    store: str = option(
+        "outputs/store",
+        "annotation store directory (local or a mounted volume): manifests/, snapshots/, staging/",
+    )
+    output: str = option("", "not used: annotations go to <store>/snapshots/<snapshot_id>/")
+    remove_stale: bool = option(True, "not used: the store's manifests say which files count")
+    run_id: str = option(
+        "",
+        "snapshot id, also written with every new row; empty = resume the newest crashed run, "
+        "else UTC time + random suffix",
+    )
+    keep_snapshots: int = option(
+        3, "complete snapshots kept after a publish, newest first; older ones are deleted"
+    )
+
+    def check(self) -> None:
+        super().check()
+        if self.output:
+            raise ConfigError("reprocess writes into `store`; leave `output` unset")
+        if not self.remove_stale:
+            raise ConfigError("remove_stale does not apply to reprocess")
+        if not self.store:
+            raise ConfigError("store must name a directory")
+        if "://" in self.store:
+            raise ConfigError("store must be a local or mounted directory (atomic rename, flock)")
+        if self.keep_snapshots < 1:
+            raise ConfigError("keep_snapshots must be at least 1")
+        if self.run_id and not RUN_ID_PATTERN.match(self.run_id):
+            raise ConfigError(f"run_id {self.run_id!r}: use letters, digits, '.', '_' and '-'")
+        if CONTENT_HASH in (self.id_column, *self.text_columns, *self.passthrough):
+            raise ConfigError(f"column name {CONTENT_HASH!r} is reserved by reprocess")
+
+    def annotate_config(self, input: list[str], output: str, run_id: str) -> AnnotateConfig:
+        """The jobs.annotate config for this run's to-do documents."""
+        values = {f.name: getattr(self, f.name) for f in fields(AnnotateConfig)}
+        values.update(
+            input=input,
+            output=output,
+            run_id=run_id,
+            passthrough=[*self.passthrough, CONTENT_HASH],
+            remove_stale=False,  # a resumed run keeps the files its first attempt wrote
+        )
+        return AnnotateConfig(**values)

@@ -1,0 +1,136 @@
+"""The one place the Ray Data annotation pipeline is built.
+
+read Parquet (projected columns) -> [SkipWrittenRows, when resuming] ->
+TokenizeStage (CPU actors) -> TokenClassifierStage (actor pool, GPUs when present)
+-> SpanDecodeStage (CPU tasks) -> ParquetShardWriter (CPU tasks), which yields one
+stats row per file written. jobs.annotate and jobs.reprocess both run it through
+:func:`annotation.run.run_annotate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from annotation.config import AnnotateConfig
+from annotation.resume import SkipWrittenRows
+from ner import columns as C
+from ner.decode import SpanDecodeStage
+from ner.inference import TokenClassifierStage, default_num_threads
+from ner.windowing import TokenizeStage
+from ner.writer import ParquetShardWriter
+
+
+def build_pipeline(
+    config: AnnotateConfig,
+    filesystem: pafs.FileSystem,
+    files: list[str],
+    fingerprint: str,
+    run_id: str,
+    rejected_columns: Sequence[str] = (),
+    skip_row_hashes: np.ndarray | None = None,
+):
+    """The pipeline as a lazy Ray Data dataset of writer stats rows; Ray must be running.
+
+    ``rejected_columns`` (pass-through columns) are also copied into rejected records.
+    ``skip_row_hashes`` (uint64) are input rows an earlier attempt of this run
+    already wrote; they are dropped right after the read.
+    """
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    resources = ray.cluster_resources()
+    num_gpus = config.num_gpus_per_actor
+    if num_gpus is None:
+        num_gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
+    threads = config.torch_threads
+    if threads <= 0 and num_gpus == 0:
+        cpus = int(resources.get("CPU", 0)) or default_num_threads()
+        threads = max(1, cpus // config.classifier_concurrency[1])
+    light = config.cpu_stage_num_cpus
+    read_columns = [config.id_column, *config.text_columns]
+    read_columns += [c for c in config.passthrough if c not in read_columns]
+
+    def actors(concurrency: list[int]) -> ActorPoolStrategy:
+        return ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+
+    ds = ray.data.read_parquet(
+        files, filesystem=filesystem, include_paths=True, include_row_hash=True, num_cpus=light
+    ).select_columns([*read_columns, C.PATH, C.ROW_HASH])
+    if skip_row_hashes is not None and len(skip_row_hashes):
+        ds = ds.map_batches(
+            SkipWrittenRows,
+            fn_constructor_kwargs=dict(row_hashes=skip_row_hashes),
+            batch_format="pyarrow",
+            compute=actors(config.tokenize_concurrency),
+            num_cpus=light,
+        )
+    ds = ds.map_batches(
+        TokenizeStage,
+        fn_constructor_kwargs=dict(
+            model=config.model,
+            text_columns=config.text_columns,
+            id_column=config.id_column,
+            max_length=config.max_length,
+            stride=config.stride,
+            separator=config.separator,
+            passthrough=[*config.passthrough, C.ROW_HASH],
+            max_chars=config.max_chars,
+            word_unit=config.word_unit,
+        ),
+        batch_size=config.tokenize_batch_size,
+        batch_format="pyarrow",
+        compute=actors(config.tokenize_concurrency),
+        num_cpus=light,
+        udf_modifying_row_count=False,
+    )
+    ds = ds.map_batches(
+        TokenClassifierStage,
+        fn_constructor_kwargs=dict(
+            model=config.model,
+            micro_batch_size=config.micro_batch_size,
+            device=config.device if num_gpus > 0 or config.device != "auto" else "cpu",
+            num_threads=threads,
+        ),
+        batch_size=config.classify_batch_size,
+        batch_format="pyarrow",
+        compute=actors(config.classifier_concurrency),
+        num_cpus=config.classifier_num_cpus,
+        num_gpus=num_gpus,
+        udf_modifying_row_count=False,
+    )
+    ds = ds.map_batches(
+        _decode,
+        batch_size=config.classify_batch_size,
+        batch_format="pyarrow",
+        num_cpus=light,
+        udf_modifying_row_count=False,
+    )
+    writer = ParquetShardWriter(
+        config.output,
+        model_name=config.model,
+        model_fingerprint=fingerprint,
+        run_id=run_id,
+        passthrough=config.passthrough,
+        include_text=config.include_text,
+        rejected_columns=rejected_columns,
+    )
+    return ds.map_batches(
+        _write,
+        fn_kwargs=dict(writer=writer),
+        batch_size=config.write_batch_size,
+        batch_format="pyarrow",
+        num_cpus=light,
+    )
+
+
+def _decode(batch: pa.Table) -> pa.Table:
+    # SpanDecodeStage holds no state, so it runs as plain tasks.
+    return SpanDecodeStage()(batch)
+
+
+def _write(batch: pa.Table, writer: ParquetShardWriter) -> pa.Table:
+    return writer(batch)
