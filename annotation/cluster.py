@@ -1,9 +1,14 @@
 """Start or join Ray with a console a person can read; the logs stay in Ray's session folder.
 
-Any job that runs on Ray can call :func:`init_ray` (annotation and reprocessing
-do; training can). Quiet unless ``verbose``:
+Every job starts Ray through :func:`init_ray` (annotate, reprocess, train and the
+quickstart). Quiet unless ``verbose``:
 
 - ``ray.init(logging_level=WARNING)``: no "Started a local Ray instance" banner;
+- a job-level ``ray.LoggingConfig(log_level="ERROR")`` sets the ``ray`` and root
+  loggers of every worker and actor of the job, Ray Train's controller and its
+  placement-group cleaner included (whose state queries warn on every poll when
+  the dashboard is off); with one set, worker lines also lose their
+  "(RayTrainWorker pid=...)" prefix;
 - ``log_to_driver=False``: worker output (model loading bars, library warnings)
   stays in the workers' log files; a failing task still raises in the driver;
 - Ray 2.60 turns token authentication on for a new local cluster and warns
@@ -63,6 +68,9 @@ def init_ray(
             logging.getLogger(_AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
         kwargs: dict = dict(
             logging_level=logging.INFO if verbose else logging.WARNING,
+            logging_config=ray.LoggingConfig(
+                encoding="TEXT", log_level="INFO" if verbose else "ERROR"
+            ),
             log_to_driver=verbose or worker_logs,
         )
         address = address or os.environ.get("RAY_ADDRESS", "")

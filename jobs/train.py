@@ -22,18 +22,14 @@ from training.config import TrainConfig
 
 def run(cfg: TrainConfig):
     """Train, then export the best checkpoint. Returns (result, export directory, best metrics)."""
-    import ray
-
+    from annotation.cluster import init_ray
     from training.checkpoints import HISTORY_FILE
-    from training.console import ray_init_options, ray_logs_dir
     from training.dataset import load_data
     from training.export import export_checkpoint
     from training.trainer import build_trainer, storage_uri
 
     resolve_model(cfg.base_model)  # a missing local model fails before any cluster work
-    if not ray.is_initialized():
-        ray.init(**ray_init_options(cfg.verbose))
-    print(f"Ray logs: {ray_logs_dir()}", flush=True)
+    init_ray(verbose=cfg.verbose, worker_logs=True)  # rank 0 prints the epoch lines
     result = build_trainer(cfg, load_data(cfg)).fit()
 
     best_checkpoint, best = max(result.best_checkpoints, key=lambda pair: pair[1]["devel_f1"])

@@ -3,7 +3,8 @@
 Ray, Ray Train and Hugging Face log a great deal that a person running a job
 does not act on. By default it stays off the console and in Ray's session log
 folder (``<session>/logs``, printed once by the job); ``verbose=true`` shows it.
-Everything here uses the libraries' documented switches, not text filters.
+Everything here uses the libraries' documented switches, not text filters. Ray
+itself is started quietly by ``annotation.cluster.init_ray``.
 """
 
 from __future__ import annotations
@@ -14,34 +15,6 @@ from ner.labels import ENTITY_TYPES
 
 # Ray Train's own logger on the console: warnings and errors only unless verbose.
 QUIET_TRAIN_LOG_LEVEL = "WARNING"
-
-
-def ray_init_options(verbose: bool = False) -> dict:
-    """Keyword arguments for ``ray.init`` that keep the console readable.
-
-    A job-level ``ray.LoggingConfig`` sets the log level of the ``ray`` and root
-    loggers in the driver and in every worker and actor of the job (Ray Train's
-    controller and its placement-group cleaner included, whose state queries warn
-    on every poll when the dashboard is off). With one set, Ray also prints worker
-    output without its "(RayTrainWorker pid=...)" prefix. Worker output still
-    reaches the driver (``log_to_driver``): that is how rank 0's epoch lines and
-    progress bar get there.
-    """
-    import ray
-
-    level = "INFO" if verbose else "ERROR"
-    return {
-        "logging_config": ray.LoggingConfig(encoding="TEXT", log_level=level),
-        "log_to_driver": True,
-    }
-
-
-def ray_logs_dir() -> str:
-    """This node's Ray session log folder (the driver must be connected)."""
-    import ray
-
-    node = ray._private.worker._global_node  # Ray has no public getter for it
-    return node.get_logs_dir_path() if node is not None else "/tmp/ray/session_latest/logs"
 
 
 def quiet_worker_logs() -> None:
