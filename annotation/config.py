@@ -115,6 +115,14 @@ class AnnotateConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device == "cpu" and (self.num_gpus_per_actor or 0) > 0:
+            # The actor would hold a GPU and run the model on its CPU share.
+            raise ConfigError(
+                f"num_gpus_per_actor={self.num_gpus_per_actor:g} with device=cpu: the actors "
+                "would reserve GPUs and leave them idle; use configs/annotate_gpu.yaml or device=cuda"
+            )
 
 
 # Settings that shape the annotation rows: a change re-annotates every document.

@@ -105,7 +105,12 @@ def test_config_file_and_checks(tmp_path):
         AnnotateConfig(word_unit="chars").check()
 
 
-def test_config_opens_with_its_command():
-    with open("configs/annotate_cpu.yaml", encoding="utf-8") as handle:
-        first = handle.readline()
-    assert first.startswith("# python -m jobs.annotate --config configs/annotate_cpu.yaml")
+def test_gpus_with_a_cpu_device_is_a_config_error():
+    """The README's old GPU command: annotate_cpu.yaml's device=cpu won over num_gpus_per_actor."""
+    config = load_config(AnnotateConfig, "configs/annotate_cpu.yaml", ["num_gpus_per_actor=1"])
+    with pytest.raises(ConfigError, match="num_gpus_per_actor=1 with device=cpu"):
+        config.check()
+    load_config(AnnotateConfig, "configs/annotate_gpu.yaml").check()  # GPUs on cuda: fine
+    AnnotateConfig(device="cpu", num_gpus_per_actor=0).check()
+    with pytest.raises(ConfigError, match="device must be"):
+        AnnotateConfig(device="gpu").check()
