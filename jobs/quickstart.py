@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     print("== 1/4 dataset", flush=True)
     build_dataset.main(["--out", str(out / "dataset")])
 
-    print("\n== 2/4 training the demo model (Ray Train, 2 CPU workers)", flush=True)
+    print("\n== 2/4 training the demo model (Ray Train, one worker with 2 CPUs)", flush=True)
     init_ray(num_cpus=2, worker_logs=True)  # the training workers print the epochs
     cfg = load_config(TrainConfig, args.train_config, [f"storage_path={out / 'train'}"])
     _, model_dir, best = train.run(cfg)
