@@ -24,6 +24,7 @@ from ner.model import load_base_for_training, load_tokenizer
 from training.batching import IGNORE_INDEX, encode_sentences
 from training.config import TrainConfig
 from training.dataset import load_data
+from training.loop import WARM_UP_STEPS
 from training.metrics import evaluation_metrics
 
 
@@ -37,6 +38,45 @@ class _Encoded(torch.utils.data.Dataset):
     def __getitem__(self, i):
         e = self.examples[i]
         return {"input_ids": e.input_ids, "labels": e.labels}
+
+
+def steady_step_clock(warm_up_steps: int):
+    """A Trainer callback timing optimizer steps once warm, over the first epoch.
+
+    The same measure as our loop's ``steady_step_ms``: the clock starts after the
+    warm-up steps (with a device sync) and stops at the end of the first epoch,
+    before its evaluation (or at the end of training, if that comes first).
+    """
+    from transformers import TrainerCallback
+
+    def sync() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    class SteadyStepClock(TrainerCallback):
+        ms: float | None = None
+        started: float | None = None
+        first_step = 0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            per_epoch = max(state.max_steps // max(int(args.num_train_epochs), 1), 1)
+            if self.started is None and state.global_step >= min(warm_up_steps, per_epoch // 2):
+                sync()
+                self.started, self.first_step = time.perf_counter(), state.global_step
+
+        def _stop(self, state) -> None:
+            if self.ms is None and self.started is not None and state.global_step > self.first_step:
+                sync()
+                self.ms = 1000 * (time.perf_counter() - self.started)
+                self.ms /= state.global_step - self.first_step
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            self._stop(state)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self._stop(state)
+
+    return SteadyStepClock()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.max_steps_per_epoch
             else -1,
         )
+        clock = steady_step_clock(WARM_UP_STEPS)
         trainer = Trainer(
+            callbacks=[clock],
             model=model,
             args=training_args,
             train_dataset=_Encoded(train),
@@ -136,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": next(
             h["train_runtime"] for h in trainer.state.log_history if "train_runtime" in h
         ),
+        "steady_step_ms": clock.ms,
         "seconds": time.perf_counter() - started,
     }
     print("hf_trainer_result: " + json.dumps(result), flush=True)

@@ -47,7 +47,10 @@ def run_peers(config: str, overrides: list[str], storage: str = "outputs/bench")
     _, ours_seconds = _run([*ours_command, f"storage_path={storage}"], None)
     # The job prints a summary for people; its export's metrics.json has the figures.
     exported = json.loads(Path(storage, f"bench-{stamp}", "model", "metrics.json").read_text())
-    ours = exported["best"] | {"global_step": exported["history"][-1]["global_step"]}
+    ours = exported["best"] | {
+        "global_step": exported["history"][-1]["global_step"],
+        "steady_step_ms": exported["history"][0].get("steady_step_ms"),
+    }
     return {"hf": hf | {"wall_s": hf_seconds}, "ours": ours | {"wall_s": ours_seconds}}
 
 

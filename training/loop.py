@@ -34,6 +34,7 @@ from training.console import epoch_line, quiet_worker_logs
 from training.evaluate import predict
 from training.metrics import evaluation_metrics
 
+WARM_UP_STEPS = 10  # steps before the steady-state clock starts (kernels, allocator, caches)
 HISTORY_KEYS = (
     "epoch",
     "global_step",
@@ -43,6 +44,7 @@ HISTORY_KEYS = (
     "devel_strict_f1",
     "devel_token_accuracy",
     "epoch_seconds",
+    "steady_step_ms",
 )
 
 # --- setup helpers ---------------------------------------------------------
@@ -110,16 +112,28 @@ def _progress_bar(total: int, epoch: int, epochs: int, show: bool):
 # --- train and evaluate --------------------------------------------------------
 
 
-def train_epoch(model, optimizer, scheduler, scaler, autocast, steps, examples, ctx) -> tuple:
-    """One pass over this epoch's global batches; returns (summed loss, labelled tokens).
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
+
+def train_epoch(model, optimizer, scheduler, scaler, autocast, steps, examples, ctx) -> tuple:
+    """One pass over this epoch's global batches.
+
+    Returns (summed loss, labelled tokens, seconds per step after warm-up or None).
     ``steps`` are global batches; this worker trains on its deal of each. The loss
-    is summed on the device and read once per epoch, not per step.
+    is summed on the device and read once per epoch, not per step; the steady-state
+    clock syncs with the device twice an epoch, at ``WARM_UP_STEPS`` and at the end.
     """
     cfg, rank, world, device = ctx["cfg"], ctx["rank"], ctx["world"], ctx["device"]
     labelled, bar = ctx["labelled"], ctx["bar"]
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # loss, labelled tokens
+    warm_up = min(WARM_UP_STEPS, len(steps) // 2)
+    warm_started = None
     for step, global_batch in enumerate(steps):
+        if step == warm_up:
+            _synchronize(device)
+            warm_started = time.perf_counter()
         first = step - step % cfg.grad_accum_steps
         update = steps[first : first + cfg.grad_accum_steps]
         last_of_update = step == first + len(update) - 1
@@ -162,9 +176,13 @@ def train_epoch(model, optimizer, scheduler, scaler, autocast, steps, examples, 
         if bar is not None:
             bar.update(1)
         failpoint("train.after_step")
+    _synchronize(device)
+    steady = None
+    if warm_started is not None and len(steps) > warm_up:
+        steady = (time.perf_counter() - warm_started) / (len(steps) - warm_up)
     if world > 1:
         dist.all_reduce(loss_sum)
-    return float(loss_sum[0]), float(loss_sum[1])
+    return float(loss_sum[0]), float(loss_sum[1]), steady
 
 
 def evaluate(model, examples, gold_tag_ids, cfg: TrainConfig, device, autocast, rank, world):
@@ -255,7 +273,7 @@ def train_func(config: dict) -> None:
             cfg.epochs,
             config.get("_progress", False) and rank == 0,
         )
-        loss, tokens = train_epoch(
+        loss, tokens, steady = train_epoch(
             model, optimizer, scheduler, scaler, autocast, steps, train_examples, ctx
         )
         if ctx["bar"] is not None:
@@ -269,6 +287,8 @@ def train_func(config: dict) -> None:
             train_loss=loss / max(tokens, 1),
             learning_rate=scheduler.get_last_lr()[0],
             epoch_seconds=time.perf_counter() - started,
+            # For benchmarks: a step's cost once warm, without start-up or evaluation.
+            steady_step_ms=None if steady is None else 1000 * steady,
             resumed=int(resumed),
         )
         progress["history"].append({k: metrics[k] for k in HISTORY_KEYS})
