@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Prepare, on a machine with PyPI, what benchmarks/gpu_suite.py needs on a lent GPU
+# machine that has no network: its image holds torch, transformers, tokenizers,
+# pyarrow and pandas, but not Ray, seqeval or datasets. Writes, under .gpu/ (ignored):
+#   p1/       the first 60 MiB of Ray's Python 3.12 wheel
+#   p2/       the rest of it, the other missing wheels, the model's config and
+#             tokenizer (weights are drawn there), and the shared data
+# Each device call carries at most 64 MiB, so the wheels travel in two calls; the
+# device keeps ignored paths between calls on a warm machine. The two commands:
+#   run(carry=[".gpu/p1"], command="true")
+#   run(carry=[".gpu/p2"], command="bash benchmarks/gpu_run.sh", timeout_s=540)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+grep -qs '^/.gpu/$' .git/info/exclude || { mkdir -p .git/info; echo /.gpu/ >> .git/info/exclude; }
+rm -rf .gpu && mkdir -p .gpu/p1 .gpu/p2/whl .gpu/p2/data
+download() {
+  "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 -d "$1" "${@:2}"
+}
+download .gpu/ray ray==2.60.0
+# Ray's own needs and those of ray.data/ray.train/seqeval/datasets that the image lacks.
+download .gpu/p2/whl jsonschema jsonschema-specifications referencing rpds-py \
+  pydantic pydantic-core annotated-types typing-inspection seqeval datasets dill \
+  multiprocess tensorboardX
+wheel=$(ls .gpu/ray/*.whl)
+split -b 60M "$wheel" ".gpu/p1/$(basename "$wheel")."
+mv .gpu/p1/*.ab .gpu/p2/ 2>/dev/null || true
+rm -rf .gpu/ray
+"$PY" - <<'PY'
+from ner.model import EMBEDDED, load_tokenizer
+from benchmarks.gpu_suite import BERT_BASE, model_config
+
+model_config(**BERT_BASE).save_pretrained(".gpu/p2/model")
+load_tokenizer(EMBEDDED).save_pretrained(".gpu/p2/model")
+PY
+cp -r ../shared/data/craft-iob ../shared/data/ontologies ../shared/data/pubmed-sample .gpu/p2/data/
+du -sh .gpu/p1 .gpu/p2
