@@ -2,7 +2,7 @@
 # Prepare, on a machine with PyPI, what benchmarks/gpu_suite.py needs on a lent GPU
 # machine that has no network: its image holds torch, transformers, tokenizers,
 # pyarrow and pandas, but not Ray, seqeval or datasets. Writes, under .gpu/ (ignored):
-#   p1/       the first 60 MiB of Ray's Python 3.12 wheel
+#   p1/       the first 56 MiB of Ray's Python 3.12 wheel
 #   p2/       the rest of it, the other missing wheels, the model's config and
 #             tokenizer (weights are drawn there), and the shared data
 # Each device call carries at most 64 MiB, so the wheels travel in two calls; the
@@ -22,10 +22,12 @@ download() {
 download .gpu/ray ray==2.60.0
 # Ray's own needs and those of ray.data/ray.train/seqeval/datasets that the image lacks.
 download .gpu/p2/whl jsonschema jsonschema-specifications referencing rpds-py \
-  pydantic pydantic-core annotated-types typing-inspection seqeval datasets dill \
+  pydantic pydantic-core annotated-types typing-inspection datasets dill \
   multiprocess tensorboardX
+# seqeval 1.2.2 is published as a source archive only: build its pure-Python wheel here.
+"$PY" -m pip wheel --quiet --no-deps -w .gpu/p2/whl "seqeval==1.2.2"
 wheel=$(ls .gpu/ray/*.whl)
-split -b 60M "$wheel" ".gpu/p1/$(basename "$wheel")."
+split -b 56M "$wheel" ".gpu/p1/$(basename "$wheel")."
 mv .gpu/p1/*.ab .gpu/p2/ 2>/dev/null || true
 rm -rf .gpu/ray
 "$PY" - <<'PY'
