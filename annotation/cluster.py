@@ -32,6 +32,8 @@ import logging
 import os
 
 QUIET_PROGRESS_INTERVAL_S = "30"
+# Hugging Face's documented switches, read when transformers is imported in a worker.
+QUIET_WORKER_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
 _PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
 _AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
@@ -84,6 +86,11 @@ def init_ray(
                 kwargs["num_cpus"] = num_cpus
             if object_store_mb:
                 kwargs["object_store_memory"] = object_store_mb * 1024 * 1024
+            if not verbose:
+                # Every worker of the job: no Hugging Face "Loading weights" bars or
+                # info logs in forwarded worker output (a job submitted to a cluster
+                # brings its own runtime environment, which is left as it is).
+                kwargs["runtime_env"] = {"env_vars": QUIET_WORKER_ENV}
         context = ray.init(**kwargs)
         print(f"ray logs: {context.address_info['session_dir']}/logs", flush=True)
 

@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    import datasets
+
+    datasets.disable_progress_bars()  # one bar per split file says nothing the stats don't
     build = build_dataset(
         data_dir=args.data_dir,
         ontology_dir=args.ontology_dir,

@@ -7,6 +7,7 @@ line, because a silently skipped line shifts every tag after it.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -125,6 +126,12 @@ def read_iob_file(path: str | os.PathLike, split: str | None = None) -> SplitDat
     return data
 
 
+@functools.cache
+def _notice_absent(path: str, split: str) -> None:
+    # Once per process: the quickstart reads the splits twice (dataset, training).
+    print(f"notice: {path} not found; the {split} split is absent", file=sys.stderr)
+
+
 def read_splits(data_dir: str | os.PathLike | None = None) -> dict[str, SplitData]:
     """Read every split present; a missing optional split is skipped with a notice."""
     root = resolve_data_dir(data_dir)
@@ -133,7 +140,7 @@ def read_splits(data_dir: str | os.PathLike | None = None) -> dict[str, SplitDat
         path = root / f"{split}.tsv"
         if not path.is_file():
             if split in OPTIONAL_SPLITS:
-                print(f"notice: {path} not found; the {split} split is absent", file=sys.stderr)
+                _notice_absent(str(path), split)
                 continue
             raise CraftDataMissingError(f"missing {path}. {DATA_SOURCE_HINT}")
         splits[split] = read_iob_file(path, split)
