@@ -137,7 +137,12 @@ def shard_batches(
     epoch can differ several-fold in length.
     """
     steps = global_batches(lengths, batch_size, world_size, seed, epoch, group_by_length, shuffle)
-    return [step[rank::world_size] for step in steps]
+    return [deal(step, rank, world_size) for step in steps]
+
+
+def deal(global_batch: list[int], rank: int, world_size: int) -> list[int]:
+    """This worker's share of one global batch (length-sorted, so shares are alike)."""
+    return global_batch[rank::world_size]
 
 
 def collate(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ner.failpoints import failpoint
 from ner.labels import ID2LABEL
 from ner.model import load_base_for_training, load_tokenizer, pad_token_id
-from training.batching import IGNORE_INDEX, collate, encode_sentences, global_batches
+from training.batching import IGNORE_INDEX, collate, deal, encode_sentences, global_batches
 from training.checkpoints import resume, save_checkpoint, unwrap
 from training.config import TrainConfig
 from training.console import epoch_line, quiet_worker_logs
@@ -142,7 +142,7 @@ def train_epoch(model, optimizer, scheduler, scaler, autocast, steps, examples, 
         # then the mean over every token of the global batch, exactly what one worker
         # holding the whole batch computes.
         update_tokens = sum(labelled[i] for batch in update for i in batch)
-        indices = global_batch[rank::world]
+        indices = deal(global_batch, rank, world)
         batch = collate([examples[i] for i in indices], ctx["pad_id"])
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         ddp = isinstance(model, DistributedDataParallel)
