@@ -31,10 +31,10 @@ split -b 56M "$wheel" ".gpu/p1/$(basename "$wheel")."
 mv .gpu/p1/*.ab .gpu/p2/ 2>/dev/null || true
 rm -rf .gpu/ray
 "$PY" - <<'PY'
-from ner.model import EMBEDDED, load_tokenizer
-from benchmarks.gpu_suite import BERT_BASE, model_config
+from ner.model import EMBEDDED, load_tokenizer, tiny_config
+from benchmarks.gpu_suite import BERT_BASE
 
-model_config(**BERT_BASE).save_pretrained(".gpu/p2/model")
+tiny_config(**BERT_BASE).save_pretrained(".gpu/p2/model")
 load_tokenizer(EMBEDDED).save_pretrained(".gpu/p2/model")
 PY
 cp -r ../shared/data/craft-iob ../shared/data/ontologies ../shared/data/pubmed-sample .gpu/p2/data/

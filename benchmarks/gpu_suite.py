@@ -79,13 +79,6 @@ class GpuBusy:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
-def model_config(**overrides):
-    """A BERT token-classifier config over the project's labels (tiny unless overridden)."""
-    from ner.model import tiny_bert
-
-    return tiny_bert(**overrides).config
-
-
 def build_model(directory: Path, tiny: bool) -> Path:
     """A token classifier with random weights: BERT-base's shape, or the tiny test BERT.
 

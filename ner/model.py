@@ -88,10 +88,9 @@ def load_base_for_training(reference: str | os.PathLike):
     )
 
 
-def tiny_bert(seed: int = 0, **overrides):
-    """A tiny random ``BertForTokenClassification`` over the embedded model's vocabulary."""
-    import torch
-    from transformers import BertConfig, BertForTokenClassification
+def tiny_config(**overrides):
+    """The ``BertConfig`` of :func:`tiny_bert`: tiny unless ``overrides`` say otherwise."""
+    from transformers import BertConfig
 
     settings = dict(
         vocab_size=30522,
@@ -105,8 +104,16 @@ def tiny_bert(seed: int = 0, **overrides):
         label2id=dict(LABEL2ID),
     )
     settings.update(overrides)
+    return BertConfig(**settings)
+
+
+def tiny_bert(seed: int = 0, **overrides):
+    """A tiny random ``BertForTokenClassification`` over the embedded model's vocabulary."""
+    import torch
+    from transformers import BertForTokenClassification
+
     torch.manual_seed(seed)
-    return BertForTokenClassification(BertConfig(**settings))
+    return BertForTokenClassification(tiny_config(**overrides))
 
 
 def save_tiny_model(directory: str | os.PathLike, seed: int = 0, **overrides) -> Path:
