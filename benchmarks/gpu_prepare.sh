@@ -5,10 +5,12 @@
 #   p1/       the first 56 MiB of Ray's Python 3.12 wheel
 #   p2/       the rest of it, the other missing wheels, the model's config and
 #             tokenizer (weights are drawn there), and the shared data
-# Each device call carries at most 64 MiB, so the wheels travel in two calls; the
-# device keeps ignored paths between calls on a warm machine. The two commands:
-#   run(carry=[".gpu/p1"], command="true")
+# Each device call carries at most 64 MiB, so the wheels travel in two calls. The
+# device does not keep a carried path for the next call, so the first call parks its
+# part in /tmp (kept while the machine stays warm: issue the second call at once):
+#   run(carry=[".gpu/p1"], command="mkdir -p /tmp/gpu && cp .gpu/p1/* /tmp/gpu/")
 #   run(carry=[".gpu/p2"], command="bash benchmarks/gpu_run.sh", timeout_s=540)
+# gpu_run.sh passes its arguments on: `bash benchmarks/gpu_run.sh --parts train`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

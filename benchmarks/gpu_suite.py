@@ -247,6 +247,8 @@ def bench_training(model: str, config: str, steps: int, tiny: bool) -> dict:
                  f"max_steps_per_epoch={steps}"]  # fmt: skip
     if tiny:
         overrides += ["use_gpu=false", "max_train_sentences=400"]
+    else:  # one worker per GPU here: the HF Trainer peer uses one device too
+        overrides.append("num_workers=1")
     peers = run_peers(config, overrides)
     out = {}
     for name, peer in peers.items():
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = (
         next((v for k, v in PEAK_TFLOPS.items() if k in name), None) if device == "cuda" else None
     )
-    model = str(build_model(Path(args.model or out / "model"), args.tiny))
+    model = str(build_model(Path(args.model or out / "model"), args.tiny).resolve())
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model)
@@ -317,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         layers=config.num_hidden_layers, hidden=config.hidden_size), "peak_tflops": peak,
         "tokens_per_doc": round(tokens_per_doc, 1), "annotation": {}, "ratios": {}}  # fmt: skip
     annotation = result["annotation"]
+
+    def save() -> None:  # after each part, so a run cut off at its limit keeps what it measured
+        (out / "gpu_suite.json").write_text(json.dumps(result, indent=2))
+
     print(f"gpu_suite: {name}, model {config.num_hidden_layers}x{config.hidden_size}, "
           f"{tokens_per_doc:.0f} sub-tokens per abstract", flush=True)  # fmt: skip
     if "a" in parts:
@@ -327,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         annotation["a_pipeline"].update(busy=a["busy"], batch_size=a["batch_size"])
         print(f"(a) pipeline: {annotation['a_pipeline']}", flush=True)
+        save()
     if "b" in parts:
         reps = 1 if args.tiny else max(1, round(2e6 / sample_tokens))
         b = bench_bare(model, windows * reps, device, args.token_budget)
@@ -335,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         annotation["b_forward"]["busy"] = b["busy"]
         print(f"(b) bare forward: {annotation['b_forward']}", flush=True)
+        save()
     if "c" in parts:
         copies = 1 if args.tiny else max(1, math.ceil(args.tokens / sample_tokens))
         corpus = out / f"corpus-{copies}x"
@@ -345,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         annotation["c_job"] = rates(summary["tokens"], rows, c["wall"], flops, peak)
         annotation["c_job"].update(busy=c["busy"], pipeline_s=round(summary["pipeline_s"], 2))
         print(f"(c) jobs.annotate: {annotation['c_job']}", flush=True)
+        save()
     tps = {k[0]: v["tokens_per_s"] for k, v in annotation.items()}
     for num, den in (("c", "b"), ("c", "a"), ("b", "a")):
         if num in tps and den in tps:
@@ -354,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = 12 if args.tiny else args.train_steps
         result["training"] = bench_training(model, train_config, steps, args.tiny)
         print(f"training: {result['training']}", flush=True)
-    (out / "gpu_suite.json").write_text(json.dumps(result, indent=2))
+    save()
     (out / "gpu_suite.md").write_text(markdown(result))
     print(markdown(result))
     return 0

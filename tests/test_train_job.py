@@ -177,3 +177,12 @@ def test_a_worker_killed_mid_epoch_restores_from_its_checkpoint(
     assert (
         pipeline("token-classification", model=str(export_dir))("p53 in mouse cells.") is not None
     )
+
+
+def test_a_relative_model_directory_reaches_the_workers_as_an_absolute_path(tmp_path, monkeypatch):
+    from training.trainer import local_or_hub
+
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert local_or_hub("model") == str(tmp_path / "model")
+    assert local_or_hub("dmis-lab/biobert-base-cased-v1.2") == "dmis-lab/biobert-base-cased-v1.2"

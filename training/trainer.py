@@ -42,6 +42,11 @@ def storage_uri(cfg: TrainConfig) -> str:
     return cfg.storage_path if "://" in cfg.storage_path else os.path.abspath(cfg.storage_path)
 
 
+def local_or_hub(reference: str) -> str:
+    """An existing local directory as an absolute path; anything else (hub ids) as given."""
+    return os.path.abspath(reference) if os.path.isdir(reference) else reference
+
+
 def build_trainer(cfg: TrainConfig, data: dict[str, dict[str, list]]) -> TorchTrainer:
     """A TorchTrainer running ``train_func`` on ``cfg.num_workers`` workers.
 
@@ -51,6 +56,9 @@ def build_trainer(cfg: TrainConfig, data: dict[str, dict[str, list]]) -> TorchTr
     check_resources(cfg)
     passthrough = {k: os.environ[k] for k in (FAILPOINTS_ENV,) if k in os.environ}
     loop_config = asdict(cfg) | {
+        # Ray Train workers run in their own directory: a relative model path must not
+        # reach them as such (the GPU suite's `base_model=.gpu/p2/model` failed there).
+        "base_model": local_or_hub(cfg.base_model),
         "_data": {split: ray.put(columns) for split, columns in data.items()},
         # rank 0 draws a progress bar only where a person watches a terminal
         "_progress": sys.stderr.isatty(),
