@@ -20,72 +20,20 @@ token's prediction from its owner.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
 
 from ner import columns as C
+from ner import layout as L
+from ner.layout import assign_owners as assign_owners  # re-exported: per-document forms
+from ner.layout import window_starts as window_starts
 
 WORD_UNITS = ("tokenizer", "whitespace")
 
 _I32_LIST = pa.list_(pa.int32())
-_I32_LIST2 = pa.list_(pa.list_(pa.int32()))
-
-
-def window_starts(n_tokens: int, content_length: int, stride: int) -> list[int]:
-    """First token of each window over ``n_tokens`` tokens (``[0]`` for a short document).
-
-    Windows hold ``content_length`` tokens and consecutive windows share ``stride``
-    tokens; the last one may be shorter. Every token is in at least one window.
-    """
-    if content_length <= 0:
-        raise ValueError(f"content_length must be positive, got {content_length}")
-    if not 0 <= stride < content_length:
-        raise ValueError(f"stride must be in [0, {content_length}), got {stride}")
-    step = content_length - stride
-    starts = [0]
-    while starts[-1] + content_length < n_tokens:
-        starts.append(starts[-1] + step)
-    return starts
-
-
-def assign_owners(starts: Sequence[int], n_tokens: int, content_length: int) -> np.ndarray:
-    """For each token, the window where it is furthest from an edge that cut context.
-
-    A token's distance in window ``[s, e)`` is ``min(t - s, e - 1 - t)``, where a
-    side that is the document's own start or end counts as infinitely far.
-    Ties go to the earlier window.
-    """
-    owner = np.zeros(n_tokens, dtype=np.int32)
-    best = np.full(n_tokens, -1.0)
-    positions = np.arange(n_tokens)
-    for w, start in enumerate(starts):
-        end = min(start + content_length, n_tokens)
-        inside = positions[start:end]
-        left = inside - start if start > 0 else np.full(len(inside), np.inf)
-        right = end - 1 - inside if end < n_tokens else np.full(len(inside), np.inf)
-        distance = np.minimum(left, right)
-        better = distance > best[start:end]
-        owner[start:end][better] = w
-        best[start:end][better] = distance[better]
-    return owner
-
-
-def whitespace_word_ids(text: str, starts: Sequence[int], ends: Sequence[int]) -> list[int]:
-    """Word ids where a word is a whitespace-delimited chunk (``IL-2`` is one word).
-
-    Use it when the model was trained on whitespace-separated tokens, as CRAFT
-    sentences joined by spaces are; the tokenizer's own words split punctuation.
-    """
-    word_ids: list[int] = []
-    word = -1
-    previous_end = None
-    for start, end in zip(starts, ends, strict=True):
-        if previous_end is None or any(ch.isspace() for ch in text[previous_end:start]):
-            word += 1
-        word_ids.append(word)
-        previous_end = end
-    return word_ids
 
 
 def join_text(
@@ -145,7 +93,8 @@ class TokenizeStage:
         self.max_length = max_length
         self.content_length = max_length - len(self.prefix) - len(self.suffix)
         self.stride = stride
-        window_starts(1, self.content_length, stride)  # validates the two settings now
+        L.check_window_settings(self.content_length, stride)  # fail at start-up, not per batch
+        self.backend, self.is_continuation = _backend(self.tokenizer)
 
     def _special_tokens(self) -> tuple[list[int], list[int]]:
         """The ids a single sequence gets before and after its content ([CLS] / [SEP])."""
@@ -160,6 +109,59 @@ class TokenizeStage:
         C.require_columns(table, self.passthrough, "TokenizeStage (pass-through)")
         n = table.num_rows
         ids = table.column(self.id_column).to_pylist()
+        texts, segments, segment_starts, status, reason = self._join(table, ids)
+        todo = [i for i in range(n) if status[i] == C.STATUS_OK]
+        encoded = self._encode([texts[i] for i in todo])
+        lengths = np.zeros(n, dtype=np.int64)
+        lengths[todo] = encoded.lengths
+        for k, err in encoded.errors.items():
+            status[todo[k]], reason[todo[k]] = C.STATUS_REJECTED, f"tokenizer error: {err}"
+        for i in todo:
+            if status[i] == C.STATUS_OK and lengths[i] == 0:
+                status[i] = C.STATUS_NO_TOKENS
+        if self.word_unit == "whitespace":
+            codes, text_offsets = L.code_points(texts)
+            words = L.whitespace_word_ids(
+                codes, text_offsets, encoded.starts, encoded.ends, lengths
+            )
+        else:
+            words = encoded.words
+        window_ids, window_offsets, document_windows, starts = L.window_token_ids(
+            encoded.ids, lengths, self.content_length, self.stride, self.prefix, self.suffix
+        )
+        tokens = _offsets(L.offsets_of(lengths))
+        per_token = {
+            C.I_TOKEN_START: encoded.starts,
+            C.I_TOKEN_END: encoded.ends,
+            C.I_WORD_IDS: words,
+            C.I_OWNER: L.owners(lengths, self.content_length, self.stride),
+        }
+        id_strings = pa.array([None if v is None else str(v) for v in ids], pa.string())
+        result = {C.DOC_ID: id_strings}
+        for name in self.passthrough:
+            result[name] = table.column(name)
+        result[C.I_SOURCE] = (
+            table.column(C.PATH) if C.PATH in table.column_names else pa.nulls(n, pa.string())
+        )
+        result[C.I_TEXT] = pa.array(texts, pa.string())
+        result[C.I_SEGMENTS] = pa.array(segments, pa.list_(pa.string()))
+        result[C.I_SEGMENT_STARTS] = pa.array(segment_starts, _I32_LIST)
+        result[C.I_STATUS] = pa.array(status, pa.string())
+        result[C.I_REASON] = pa.array(reason, pa.string())
+        result[C.I_CONTENT_OFFSET] = pa.array(np.full(n, len(self.prefix), dtype=np.int32))
+        windows = pa.ListArray.from_arrays(_offsets(window_offsets), pa.array(window_ids))
+        result[C.I_INPUT_IDS] = pa.ListArray.from_arrays(_offsets(document_windows), windows)
+        result[C.I_WINDOW_STARTS] = pa.ListArray.from_arrays(
+            _offsets(document_windows), pa.array(starts)
+        )
+        for name, values in per_token.items():
+            result[name] = pa.ListArray.from_arrays(tokens, pa.array(values, pa.int32()))
+        result[C.I_N_TOKENS] = pa.array(lengths.astype(np.int32))
+        return pa.table(result)
+
+    def _join(self, table: pa.Table, ids: list) -> tuple[list, list, list, list, list]:
+        """Per document: joined text, its columns and their starts, status and reason."""
+        n = table.num_rows
         texts: list[str] = [""] * n
         segments: list[list[str]] = [[] for _ in range(n)]
         segment_starts: list[list[int]] = [[] for _ in range(n)]
@@ -167,10 +169,10 @@ class TokenizeStage:
         reason = [""] * n
         columns = [_text_cells(table.column(name)) for name in self.text_columns]
         for i in range(n):
-            values = [column[i] for column in columns]
             try:
                 values = [
-                    _as_str(v, name) for v, name in zip(values, self.text_columns, strict=True)
+                    _as_str(column[i], name)
+                    for column, name in zip(columns, self.text_columns, strict=True)
                 ]
             except ValueError as err:
                 status[i], reason[i] = C.STATUS_REJECTED, str(err)
@@ -187,107 +189,82 @@ class TokenizeStage:
                 )
             elif not texts[i].strip():
                 status[i] = C.STATUS_EMPTY
+        return texts, segments, segment_starts, status, reason
 
-        todo = [i for i in range(n) if status[i] == C.STATUS_OK]
-        encodings = self._encode([texts[i] for i in todo])
-        out: dict[str, list] = {
-            name: []
-            for name in (
-                C.I_INPUT_IDS,
-                C.I_WINDOW_STARTS,
-                C.I_TOKEN_START,
-                C.I_TOKEN_END,
-                C.I_WORD_IDS,
-                C.I_OWNER,
-            )
-        }
-        by_row = dict(zip(todo, encodings, strict=True))
-        for i in range(n):
-            encoding = by_row.get(i)
-            if isinstance(encoding, Exception):
-                status[i], reason[i] = C.STATUS_REJECTED, f"tokenizer error: {encoding}"
-                encoding = None
-            if encoding is not None and not encoding[0]:
-                status[i] = C.STATUS_NO_TOKENS
-                encoding = None
-            if encoding is None:
-                for values in out.values():
-                    values.append([])
-                continue
-            token_ids, offsets, word_ids = encoding
-            if self.word_unit == "whitespace":
-                word_ids = whitespace_word_ids(
-                    texts[i], [s for s, _ in offsets], [e for _, e in offsets]
-                )
-            starts = window_starts(len(token_ids), self.content_length, self.stride)
-            out[C.I_INPUT_IDS].append(
-                [self.prefix + token_ids[s : s + self.content_length] + self.suffix for s in starts]
-            )
-            out[C.I_WINDOW_STARTS].append(starts)
-            out[C.I_TOKEN_START].append([s for s, _ in offsets])
-            out[C.I_TOKEN_END].append([e for _, e in offsets])
-            out[C.I_WORD_IDS].append(word_ids)
-            out[C.I_OWNER].append(
-                assign_owners(starts, len(token_ids), self.content_length).tolist()
-            )
-
-        id_strings = pa.array([None if v is None else str(v) for v in ids], pa.string())
-        result = {C.DOC_ID: id_strings}
-        for name in self.passthrough:
-            result[name] = table.column(name)
-        result[C.I_SOURCE] = (
-            table.column(C.PATH) if C.PATH in table.column_names else pa.nulls(n, pa.string())
-        )
-        result[C.I_TEXT] = pa.array(texts, pa.string())
-        result[C.I_SEGMENTS] = pa.array(segments, pa.list_(pa.string()))
-        result[C.I_SEGMENT_STARTS] = pa.array(segment_starts, _I32_LIST)
-        result[C.I_STATUS] = pa.array(status, pa.string())
-        result[C.I_REASON] = pa.array(reason, pa.string())
-        result[C.I_CONTENT_OFFSET] = pa.array([len(self.prefix)] * n, pa.int32())
-        result[C.I_INPUT_IDS] = pa.array(out[C.I_INPUT_IDS], _I32_LIST2)
-        for name in (C.I_WINDOW_STARTS, C.I_TOKEN_START, C.I_TOKEN_END, C.I_WORD_IDS, C.I_OWNER):
-            result[name] = pa.array(out[name], _I32_LIST)
-        result[C.I_N_TOKENS] = pa.array([len(v) for v in out[C.I_TOKEN_START]], pa.int32())
-        return pa.table(result)
-
-    def _encode(self, texts: list[str]) -> list:
-        """(ids, offsets, word ids) per text, or the exception that text raised."""
-        if not texts:
-            return []
-        kwargs = dict(
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            verbose=False,  # long documents are expected: they are windowed below
-        )
+    def _encode(self, texts: list[str]) -> Encoded:
+        """The texts' sub-tokens as flat arrays; a text the tokenizer fails on gets none."""
         try:
-            encoded = self.tokenizer(texts, **kwargs)
-            return [
-                (
-                    list(encoded["input_ids"][k]),
-                    [tuple(o) for o in encoded["offset_mapping"][k]],
-                    [-1 if w is None else w for w in encoded.word_ids(k)],
-                )
-                for k in range(len(texts))
-            ]
+            return self._flatten(self.backend.encode_batch(texts, add_special_tokens=False), {})
         except Exception:  # one bad text must not take the batch down: retry one by one
-            return [self._encode_one(text, kwargs) for text in texts]
+            encodings, errors = [], {}
+            for k, text in enumerate(texts):
+                try:
+                    encodings.append(self.backend.encode(text, add_special_tokens=False))
+                except Exception as err:  # the reason is recorded per document
+                    encodings.append(None)
+                    errors[k] = err
+            return self._flatten(encodings, errors)
 
-    def _encode_one(self, text: str, kwargs: dict):
-        try:
-            return _encode_single(self.tokenizer, text, kwargs)
-        except Exception as err:  # the reason is recorded per document
-            return err
+    def _flatten(self, encodings: list, errors: dict) -> Encoded:
+        # The Rust tokenizer hands each document's ids and offsets over as Python lists;
+        # they are copied straight into numpy, and everything after works on the arrays.
+        present = [e for e in encodings if e is not None]
+        lengths = np.fromiter(
+            (0 if e is None else len(e.ids) for e in encodings), np.int64, count=len(encodings)
+        )
+        total = int(lengths.sum())
+        ids = np.fromiter(chain.from_iterable(e.ids for e in present), np.int32, count=total)
+        offsets = np.fromiter(
+            chain.from_iterable(chain.from_iterable(e.offsets for e in present)),
+            np.int32,
+            count=2 * total,
+        ).reshape(total, 2)
+        if self.is_continuation is not None:
+            words = L.continuation_word_ids(self.is_continuation[ids], lengths)
+        else:
+            words = np.fromiter(
+                (-1 if w is None else w for e in present for w in e.word_ids),
+                np.int32,
+                count=total,
+            )
+        return Encoded(ids, offsets[:, 0].copy(), offsets[:, 1].copy(), words, lengths, errors)
 
 
-def _encode_single(tokenizer, text: str, kwargs: dict):
-    encoded = tokenizer(text, **kwargs)
-    return (
-        list(encoded["input_ids"]),
-        [tuple(o) for o in encoded["offset_mapping"]],
-        [-1 if w is None else w for w in encoded.word_ids()],
-    )
+def _backend(tokenizer) -> tuple:
+    """The Rust tokenizer without padding or truncation; WordPiece's continuation pieces.
+
+    A private copy, so that settings made by other calls cannot leak in. For
+    WordPiece (BERT, BioBERT) a word is its first piece and the ``##`` pieces after
+    it, so word ids follow from the ids alone, without a Python object per token.
+    """
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    prefix = getattr(backend.model, "continuing_subword_prefix", None)
+    if type(backend.model).__name__ != "WordPiece" or not prefix:
+        return backend, None
+    is_continuation = np.zeros(backend.get_vocab_size(with_added_tokens=True), dtype=bool)
+    for token, index in backend.get_vocab(with_added_tokens=True).items():
+        is_continuation[index] = token.startswith(prefix)
+    return backend, is_continuation
+
+
+@dataclass
+class Encoded:
+    """A batch's sub-tokens end to end, and how many each document has."""
+
+    ids: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    words: np.ndarray
+    lengths: np.ndarray
+    errors: dict
+
+
+def _offsets(values: np.ndarray) -> pa.Array:
+    return pa.array(np.asarray(values, dtype=np.int32))
 
 
 def _text_cells(column: pa.ChunkedArray) -> list:

@@ -1,14 +1,18 @@
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from ner import columns as C
-from ner.windowing import (
-    TokenizeStage,
+from ner.layout import (
     assign_owners,
-    join_text,
+    code_points,
+    continuation_word_ids,
+    owners,
     whitespace_word_ids,
     window_starts,
+    window_token_ids,
 )
+from ner.windowing import TokenizeStage, join_text
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 6, 7, 20, 101])
@@ -70,7 +74,15 @@ def test_whitespace_words_keep_punctuation_inside_a_chunk():
     text = "IL-2 binds  (p53)."
     starts = [0, 2, 3, 5, 11, 12, 15, 16]
     ends = [2, 3, 4, 10, 12, 15, 16, 17]
-    assert whitespace_word_ids(text, starts, ends) == [0, 0, 0, 1, 2, 2, 2, 2]
+    codes, text_offsets = code_points(["x y", text])
+    got = whitespace_word_ids(
+        codes,
+        text_offsets,
+        np.array([0, 2, *starts]),
+        np.array([1, 3, *ends]),
+        np.array([2, len(starts)]),
+    )
+    assert got.tolist() == [0, 1, 0, 0, 0, 1, 2, 2, 2, 2]  # word ids restart per document
 
 
 LONG = " ".join(f"word{i} α-synuclein" for i in range(60))
@@ -168,3 +180,92 @@ def test_invalid_utf8_in_a_string_column_rejects_only_that_row(stage):
     rows = {r[C.DOC_ID]: r for r in stage(batch).to_pylist()}
     assert rows["bad"][C.I_STATUS] == "rejected" and "UTF-8" in rows["bad"][C.I_REASON]
     assert rows["good"][C.I_STATUS] == "ok"
+
+
+def test_batch_owners_equal_each_documents_own():
+    rng = np.random.default_rng(0)
+    for content, stride in [(6, 2), (4, 1), (9, 4), (10, 0), (5, 4)]:
+        lengths = rng.integers(0, 40, size=12)
+        got = owners(lengths, content, stride)
+        want = [assign_owners(window_starts(n, content, stride), n, content) for n in lengths]
+        assert got.tolist() == np.concatenate(want).tolist()
+
+
+def test_window_ids_are_prefix_content_suffix_of_each_window():
+    lengths = np.array([0, 3, 11, 1])
+    ids = np.arange(100, 100 + lengths.sum(), dtype=np.int32)
+    flat, window_offsets, document_windows, starts = window_token_ids(
+        ids, lengths, 4, 1, prefix=[1], suffix=[2]
+    )
+    assert document_windows.tolist() == [0, 0, 1, 5, 6]  # 11 tokens: windows at 0, 3, 6, 9
+    windows = [
+        flat[a:b].tolist() for a, b in zip(window_offsets[:-1], window_offsets[1:], strict=True)
+    ]
+    assert windows[0] == [1, 100, 101, 102, 2]
+    assert windows[1:5] == [
+        [1, 103, 104, 105, 106, 2],
+        [1, 106, 107, 108, 109, 2],
+        [1, 109, 110, 111, 112, 2],
+        [1, 112, 113, 2],
+    ]
+    assert windows[5] == [1, 114, 2]
+    assert starts.tolist() == [0, 0, 3, 6, 9, 0]
+
+
+def test_word_ids_from_wordpiece_continuations_match_the_tokenizer(stage):
+    texts = ["IL-2 binds naïve p53-deficient cells.", "", "Ca2+ and 中文 ##x supercalifragilistic"]
+    encodings = stage.backend.encode_batch(texts, add_special_tokens=False)
+    ids = np.concatenate([np.array(e.ids, dtype=np.int64) for e in encodings])
+    lengths = np.array([len(e.ids) for e in encodings])
+    got = continuation_word_ids(stage.is_continuation[ids], lengths)
+    want = [w for e in encodings for w in e.word_ids]
+    assert got.tolist() == want
+
+
+def test_stage_tokens_equal_the_hf_tokenizer_with_offsets(stage):
+    texts = ["Tumour necrosis factor-α (TNF-α) in p53−/− mice.", "A short one.", "x " * 700]
+    table = pa.table(
+        {"pmid": [1, 2, 3], "title": [None] * 3, "abstract": texts, "journal": ["j"] * 3}
+    )
+    out = stage(table)
+    for row, text in enumerate(texts):
+        want = stage.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        assert out.column(C.I_TOKEN_START)[row].as_py() == [s for s, _ in want["offset_mapping"]]
+        assert out.column(C.I_TOKEN_END)[row].as_py() == [e for _, e in want["offset_mapping"]]
+        assert out.column(C.I_WORD_IDS)[row].as_py() == want.word_ids()
+        windows = out.column(C.I_INPUT_IDS)[row].as_py()
+        starts = out.column(C.I_WINDOW_STARTS)[row].as_py()
+        for window, start in zip(windows, starts, strict=True):
+            content = window[len(stage.prefix) : len(window) - len(stage.suffix)]
+            assert content == want["input_ids"][start : start + len(content)]
+
+
+def test_a_tie_goes_to_the_earlier_window():
+    # windows [0,4) [3,7) [6,10): tokens 3 and 6 sit on a cut in both of their windows
+    assert assign_owners([0, 3, 6], 10, 4).tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_word_ids_restart_in_each_document_even_on_a_stray_continuation():
+    got = continuation_word_ids(np.array([True, False, True, False]), np.array([1, 0, 3]))
+    assert got.tolist() == [0, 0, 0, 1]
+
+
+def _whitespace_words_one_by_one(text, starts, ends):
+    words, word, previous_end = [], -1, None
+    for start, end in zip(starts, ends, strict=True):
+        if previous_end is None or any(ch.isspace() for ch in text[previous_end:start]):
+            word += 1
+        words.append(word)
+        previous_end = end
+    return words
+
+
+def test_whitespace_word_ids_of_a_batch_equal_one_document_at_a_time(tiny_model_dir):
+    stage = TokenizeStage(str(tiny_model_dir), ["text"], word_unit="whitespace")
+    texts = ["a long first document, (IL-2)\u3000x" * 20, "b c", "", "p53-null  mice\tdo\n."]
+    out = stage(pa.table({"doc_id": list("abcd"), "text": texts}))
+    for row, text in enumerate(texts):
+        starts = out.column(C.I_TOKEN_START)[row].as_py()
+        ends = out.column(C.I_TOKEN_END)[row].as_py()
+        got = out.column(C.I_WORD_IDS)[row].as_py()
+        assert got == _whitespace_words_one_by_one(text, starts, ends)
