@@ -76,6 +76,11 @@ class AnnotateConfig:
     cpu_stage_num_cpus: float = option(
         0.25, "CPUs reserved per read, tokenize, decode and write worker"
     )
+    block_mb: int = option(
+        8,
+        "target size in MiB of the blocks between stages: small enough that the stages "
+        "overlap and every core gets work, large enough that per-block costs stay small",
+    )
     torch_threads: int = option(
         0, "intra-op threads per CPU classifier actor; 0 = cluster CPUs / max classifier actors"
     )
@@ -115,6 +120,8 @@ class AnnotateConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.block_mb < 1:
+            raise ConfigError("block_mb must be at least 1")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.device == "cpu" and (self.num_gpus_per_actor or 0) > 0:

@@ -57,6 +57,9 @@ def build_pipeline(
     def actors(concurrency: list[int]) -> ActorPoolStrategy:
         return ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
 
+    # Ray Data's default (128 MiB) made one block of a whole 20,000-abstract corpus on
+    # an H200 node, so the stages ran one after another instead of side by side.
+    ray.data.DataContext.get_current().target_max_block_size = config.block_mb << 20
     ds = ray.data.read_parquet(
         files, filesystem=filesystem, include_paths=True, include_row_hash=True, num_cpus=light
     ).select_columns([*read_columns, C.PATH, C.ROW_HASH])
