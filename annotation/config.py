@@ -76,6 +76,11 @@ class AnnotateConfig:
     cpu_stage_num_cpus: float = option(
         0.25, "CPUs reserved per read, tokenize, decode and write worker"
     )
+    resource_wait_s: float = option(
+        0,
+        "how long to wait for an autoscaler to add nodes that the actors need "
+        "(GPUs, CPUs); 0 = fail at once when no node could ever host them",
+    )
     block_mb: int = option(
         8,
         "target size in MiB of the blocks between stages: small enough that the stages "

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from annotation.config import AnnotateConfig
+from annotation.resources import check_cluster
 from annotation.resume import SkipWrittenRows
 from ner import columns as C
 from ner.decode import SpanDecodeStage
@@ -46,6 +47,7 @@ def build_pipeline(
     num_gpus = config.num_gpus_per_actor
     if num_gpus is None:
         num_gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
+    check_cluster(ray, config, num_gpus)
     threads = config.torch_threads
     if threads <= 0 and num_gpus == 0:
         cpus = int(resources.get("CPU", 0)) or default_num_threads()

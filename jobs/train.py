@@ -42,12 +42,11 @@ def run(cfg: TrainConfig):
 
 def main(argv: list[str] | None = None) -> int:
     from training.console import summary
-    from training.trainer import ClusterTooSmallError
 
     try:
         cfg = parse_job_args(TrainConfig, argv, "python -m jobs.train", __doc__)
         result, export_dir, best = run(cfg)
-    except (ConfigError, ModelNotFoundError, ClusterTooSmallError, FileNotFoundError) as err:
+    except (ConfigError, ModelNotFoundError, FileNotFoundError) as err:  # with ClusterTooSmallError
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("training finished")

@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the job's config class."""
 
 
+class ClusterTooSmallError(ConfigError):
+    """The run asks for workers, CPUs or GPUs that the cluster does not have."""
+
+
 def option(default: Any, help: str, **kwargs: Any) -> Any:
     """A dataclass field with its documentation attached."""
     if isinstance(default, list | dict):

@@ -10,14 +10,11 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
+from ner.config import ClusterTooSmallError
 from ner.failpoints import ENV as FAILPOINTS_ENV
 from training.config import TrainConfig
 from training.console import QUIET_TRAIN_LOG_LEVEL, worker_env
 from training.loop import train_func
-
-
-class ClusterTooSmallError(RuntimeError):
-    """The run asks for more workers, CPUs or GPUs than the cluster has."""
 
 
 def check_resources(cfg: TrainConfig) -> None:
