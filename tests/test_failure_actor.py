@@ -62,7 +62,7 @@ def _config(corpus, output, model) -> AnnotateConfig:
         stride=16,
         tokenize_batch_size=10,
         classify_batch_size=10,
-        micro_batch_size=8,
+        token_budget=512,  # 8 windows of 64
         write_batch_size=10,
         classifier_concurrency=[1, 1],
         progress_bars=False,
