@@ -59,7 +59,11 @@ class AnnotateConfig:
     classify_batch_size: int = option(
         64, "documents per classifier call; their windows are sorted by length"
     )
-    micro_batch_size: int = option(32, "windows per forward pass")
+    token_budget: int = option(
+        4096,
+        "sub-tokens per forward pass, padding included: length-sorted windows are packed "
+        "so that rows x longest row <= token_budget (a longer window runs alone)",
+    )
     write_batch_size: int = option(2000, "documents per output file (at most)")
     tokenize_concurrency: list[int] = option([1, 2], "tokenizer actors: [min, max]")
     classifier_concurrency: list[int] = option(
@@ -120,7 +124,7 @@ class AnnotateConfig:
         for name in (
             "tokenize_batch_size",
             "classify_batch_size",
-            "micro_batch_size",
+            "token_budget",
             "write_batch_size",
         ):
             if getattr(self, name) < 1:

@@ -96,7 +96,7 @@ def build_pipeline(
         TokenClassifierStage,
         fn_constructor_kwargs=dict(
             model=config.model,
-            micro_batch_size=config.micro_batch_size,
+            token_budget=config.token_budget,
             device=config.device if num_gpus > 0 or config.device != "auto" else "cpu",
             num_threads=threads,
         ),

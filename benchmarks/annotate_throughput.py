@@ -121,38 +121,38 @@ def bench_pipeline(model: str, texts: list[str], max_length: int, stride: int) -
     return time.perf_counter() - started
 
 
-def bench_bare(model: str, texts: list[str], max_length: int, stride: int, batch: int) -> float:
-    """(b) seconds for forward passes alone over length-sorted windows."""
+def bench_bare(
+    model: str, texts: list[str], max_length: int, stride: int, token_budget: int
+) -> float:
+    """(b) seconds for forward passes alone over length-sorted windows packed to the budget."""
+    import numpy as np
     import torch
 
     from ner import columns as C
-    from ner.model import load_classifier
+    from ner.inference import TokenClassifierStage, predict
+    from ner.packing import gather_padded, pack_windows, windows_from_arrow
     from ner.windowing import TokenizeStage
 
     stage = TokenizeStage(model, ["text"], "id", max_length=max_length, stride=stride)
     table = stage({"id": [str(i) for i in range(len(texts))], "text": texts})
-    windows = sorted(
-        (w for doc in table.column(C.I_INPUT_IDS).to_pylist() for w in doc), key=len, reverse=True
-    )
-    loaded = load_classifier(model)
+    windows = windows_from_arrow(table.column(C.I_INPUT_IDS))
+    classifier = TokenClassifierStage(model, token_budget=token_budget, device="cpu")
     batches = []
-    for start in range(0, len(windows), batch):
-        chunk = windows[start : start + batch]
-        width = len(chunk[0])
-        ids = torch.zeros((len(chunk), width), dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, window in enumerate(chunk):
-            ids[row, : len(window)] = torch.tensor(window)
-            mask[row, : len(window)] = 1
-        batches.append((ids, mask))
+    for batch in pack_windows(windows.lengths, token_budget):
+        lengths = windows.lengths[batch]
+        ids = np.empty((len(batch), lengths[0]), dtype=np.int32)
+        gather_padded(windows.tokens, windows.starts[batch], lengths, ids, classifier.pad_id)
+        batches.append((torch.from_numpy(ids), torch.from_numpy(lengths)))
     started = time.perf_counter()
     with torch.inference_mode():
-        for ids, mask in batches:
-            loaded.model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+        for ids, lengths in batches:
+            predict(classifier.model, ids, lengths, classifier.to_canonical)
     return time.perf_counter() - started
 
 
-def bench_job(model: str, input_dir: Path, output: Path, max_length: int, stride: int, batch: int):
+def bench_job(
+    model: str, input_dir: Path, output: Path, max_length: int, stride: int, token_budget: int
+):
     """(c) the job's summary (its wall time includes validation, not Ray start-up)."""
     from annotation.config import AnnotateConfig
     from annotation.run import run_annotate
@@ -167,7 +167,7 @@ def bench_job(model: str, input_dir: Path, output: Path, max_length: int, stride
             f"model={model}",
             f"max_length={max_length}",
             f"stride={stride}",
-            f"micro_batch_size={batch}",
+            f"token_budget={token_budget}",
             "progress_bars=false",
         ],
     )
@@ -191,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=10)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--stride", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=32, help="windows per forward pass (b and c)")
+    parser.add_argument(
+        "--token-budget",
+        type=int,
+        default=4096,
+        help="padded sub-tokens per forward pass (b and c)",
+    )
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: a,b,c,c10")
     args = parser.parse_args(argv)
     if args.make_model:
@@ -222,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         results["a"] = (seconds, peak.peak_rss, peak.peak_pss)
     if "b" not in skip:
         with PeakMemory() as peak:
-            seconds = bench_bare(model, texts, args.max_length, args.stride, args.batch)
+            seconds = bench_bare(model, texts, args.max_length, args.stride, args.token_budget)
         results["b"] = (seconds, peak.peak_rss, peak.peak_pss)
     if "c" in skip and "c10" in skip:
         pass
@@ -233,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         if "c" not in skip:
             with PeakMemory() as peak:
                 summary = bench_job(
-                    model, work / "in-1x", work / "out-1x", args.max_length, args.stride, args.batch
+                    model,
+                    work / "in-1x",
+                    work / "out-1x",
+                    args.max_length,
+                    args.stride,
+                    args.token_budget,
                 )
             assert summary.balanced and summary.tokens == tokens, (summary.tokens, tokens)
             results["c"] = (summary.pipeline_s, peak.peak_rss, peak.peak_pss)
@@ -249,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                     work / f"out-{args.copies}x",
                     args.max_length,
                     args.stride,
-                    args.batch,
+                    args.token_budget,
                 )
             assert summary.balanced
             results["c10"] = (summary.pipeline_s, peak.peak_rss, peak.peak_pss)

@@ -5,8 +5,8 @@
 
 Annotation peers, all on the same model, documents and device:
   (a) ``transformers.pipeline("token-classification")`` in bf16, at its best batch_size;
-  (b) the bare bf16 forward pass over pre-tokenised windows packed to a token budget:
-      the ceiling a pipeline can approach;
+  (b) the bare bf16 forward pass over pre-tokenised windows packed to a token budget,
+      every batch already on the device: the ceiling a pipeline can approach;
   (c) ``jobs.annotate`` end to end on Ray Data (read, tokenize, classify, decode, write)
       over the sample abstracts replicated with distinct ids to ``--tokens`` sub-tokens.
 For each: tokens/s, docs/s, MFU against the device's dense bf16 peak, GPU busy %
@@ -187,34 +187,42 @@ def window_ids(model: str, texts: list[str], max_length: int = 512) -> list[list
 
 
 def bench_bare(model: str, windows: list[list[int]], device: str, token_budget: int) -> dict:
-    """(b) bf16 forward passes alone over length-sorted windows packed to ``token_budget``."""
+    """(b) the forward-pass ceiling: bf16 passes over windows packed to ``token_budget``.
+
+    Every batch is packed as the job packs it (:func:`ner.packing.pack_windows`),
+    padded and moved to the device before the clock starts, so the timed loop is
+    the device's work alone: the forward pass plus the softmax, max and label
+    lookup the job also runs there, with one sync at the end. Building batches on
+    the host between passes, as this part once did, left an H200 38% busy.
+    """
     import numpy as np
     import torch
     from transformers import AutoModelForTokenClassification
 
+    from ner.inference import predict
+    from ner.model import pad_token_id
+    from ner.packing import gather_padded, pack_windows
+
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     net = AutoModelForTokenClassification.from_pretrained(model, dtype=dtype).to(device).eval()
-    windows = sorted(windows, key=len, reverse=True)
-    batches, start = [], 0
-    while start < len(windows):
-        rows = max(1, token_budget // len(windows[start]))
-        chunk = windows[start : start + rows]
-        ids = np.zeros((len(chunk), len(chunk[0])), dtype=np.int64)
-        for row, window in enumerate(chunk):
-            ids[row, : len(window)] = window
-        batches.append(
-            torch.from_numpy(ids).pin_memory() if device == "cuda" else torch.from_numpy(ids)
-        )
-        start += len(chunk)
+    lengths = np.array([len(w) for w in windows], dtype=np.int64)
+    tokens = np.fromiter((t for w in windows for t in w), dtype=np.int32, count=lengths.sum())
+    starts = np.cumsum(lengths) - lengths
+    to_canonical = torch.arange(net.config.num_labels, dtype=torch.int8, device=device)
+    batches = []
+    for batch in pack_windows(lengths, token_budget):
+        ids = np.empty((len(batch), lengths[batch[0]]), dtype=np.int32)
+        gather_padded(tokens, starts[batch], lengths[batch], ids, pad_token_id(net))
+        rows = torch.from_numpy(lengths[batch].astype(np.int32))
+        batches.append((torch.from_numpy(ids).to(device), rows.to(device)))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with torch.inference_mode():
-        net(input_ids=batches[0].to(device), attention_mask=(batches[0] != 0).to(device))  # warm-up
+        predict(net, *batches[0], to_canonical)  # warm-up, on the widest batch
         sync()
         with GpuBusy() as busy:
             started = time.perf_counter()
-            for ids in batches:
-                ids = ids.to(device, non_blocking=True)
-                net(input_ids=ids, attention_mask=ids != 0).logits.argmax(-1)
+            for ids, rows in batches:
+                predict(net, ids, rows, to_canonical)
             sync()
             seconds = time.perf_counter() - started
     return {"batches": len(batches), "seconds": seconds, "busy": busy.percent}

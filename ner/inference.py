@@ -1,38 +1,73 @@
 """Forward-pass stage: windows of sub-token ids -> a label and its probability per token.
 
 Meant for an actor pool: the model loads once in ``__init__`` and every call
-reuses it. Within a call, all windows of the batch are sorted by length and run
-in micro-batches padded only to their longest window, which cuts padding for
-corpora of mixed lengths. On CUDA the forward pass runs under bf16 autocast (fp16
-where bf16 is unsupported); on CPU it stays in fp32.
+reuses it. The windows of a call go from Arrow buffers to flat numpy arrays
+(:mod:`ner.packing`), are sorted longest first and packed under a token budget,
+gathered into padded host buffers, run, and their predictions scattered back into
+flat arrays that become the output columns over the input's own offsets.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ner import columns as C
-from ner.labels import LABEL2ID
+from ner.labels import LABEL2ID, LABELS
+from ner.packing import Windows, gather_padded, pack_windows, windows_from_arrow
 
-_I16_LIST2 = pa.list_(pa.list_(pa.int16()))
-_F32_LIST2 = pa.list_(pa.list_(pa.float32()))
+
+def predict(model, ids, lengths, to_canonical):
+    """(canonical label id, its probability) per cell of a padded batch, on the batch's device.
+
+    ``ids`` (rows x width, int32 to halve the host->device copy) and ``lengths``
+    (rows) are device tensors; the attention mask is built there from the lengths.
+    Softmax runs in fp32 whatever the weights' dtype: bf16 probabilities near 1
+    would round to 1.
+    """
+    import torch
+
+    width = ids.shape[1]
+    attention = torch.arange(width, device=ids.device) < lengths[:, None]
+    logits = model(input_ids=ids.long(), attention_mask=attention.long()).logits
+    scores, best = torch.softmax(logits.float(), dim=-1).max(dim=-1)
+    return to_canonical[best], scores
 
 
 class TokenClassifierStage:
     """Adds ``_pred_ids`` (canonical label ids) and ``_pred_scores``, aligned with ``_input_ids``.
 
     Documents without windows (empty or rejected) pass through with empty lists.
-    A micro-batch whose forward pass raises marks its documents ``rejected`` with
-    the error as reason, so one bad batch does not fail the job.
+    A batch whose forward pass raises marks its documents ``rejected`` with the
+    error as reason, so one bad batch does not fail the job.
+
+    Batches hold at most ``token_budget`` padded tokens (rows x longest row), so a
+    batch of short windows has many rows and one of long windows few, at about
+    the same memory. On CUDA the weights are cast to bf16 (fp16 where bf16 is
+    unsupported): no autocast casts per call; on CPU they stay fp32.
+
+    Overlap: one CUDA stream and two alternating slots of pinned host buffers
+    keep up to two batches in flight. Batch i+1 is gathered on the host, copied
+    (``non_blocking``) and launched before the host waits on batch i's event and
+    scatters its results, so the device always has queued work while the host
+    prepares and unpacks. Each slot's events guard its buffers: the host
+    overwrites a slot's inputs only after their copy to the device completed,
+    and reads its outputs only after they landed. No second stream for copies:
+    they carry 4 bytes per token in and 3 out (under a megabyte per 65536-token
+    batch, tens of microseconds) against milliseconds of forward pass; the host
+    work is what needed hiding. Two actors per GPU (``num_gpus_per_actor: 0.5``,
+    see configs/annotate_gpu.yaml) are the other way to hide it, at the price of
+    a second copy of the model; that is a config choice, not this class's.
     """
 
     def __init__(
         self,
         model: str,
-        micro_batch_size: int = 32,
+        token_budget: int = 4096,
         device: str = "auto",
         num_threads: int = 0,
     ):
@@ -40,6 +75,8 @@ class TokenClassifierStage:
 
         from ner.model import load_classifier, pad_token_id
 
+        if token_budget < 1:
+            raise ValueError(f"token_budget must be at least 1, got {token_budget}")
         if num_threads > 0:
             # Ray pins OMP threads to the actor's CPU share; the forward pass may use more.
             torch.set_num_threads(num_threads)
@@ -48,79 +85,185 @@ class TokenClassifierStage:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.model = loaded.model.to(self.device).eval()
+        cuda = self.device.type == "cuda"
+        self.dtype = torch.float32
+        if cuda:
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.model = loaded.model.to(device=self.device, dtype=self.dtype).eval()
         self.name = loaded.name
         self.fingerprint = loaded.fingerprint
         self.pad_id = pad_token_id(loaded.model)
-        self.micro_batch_size = micro_batch_size
-        # The model's own label ids -> this project's ids, as one lookup table.
-        size = max(loaded.id2label) + 1
-        self.to_canonical = np.zeros(size, dtype=np.int16)
+        self.token_budget = token_budget
+        # What comes back from the device: the smallest types that hold a label id and
+        # a probability (fp16: 3 decimal digits, beyond what bf16 weights resolve). On
+        # CPU nothing travels, so scores stay fp32.
+        self.label_dtype = torch.int8 if len(LABELS) <= 127 else torch.int16
+        self.score_dtype = torch.float16 if cuda else torch.float32
+        # The model's own label ids -> this project's ids, as one lookup table on the device.
+        lookup = np.zeros(max(loaded.id2label) + 1, dtype=np.int64)
         for model_id, label in loaded.id2label.items():
-            self.to_canonical[model_id] = LABEL2ID[label]
-        self.autocast_dtype = None
-        if self.device.type == "cuda":
-            self.autocast_dtype = (
-                torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            )
+            lookup[model_id] = LABEL2ID[label]
+        self.to_canonical = torch.from_numpy(lookup).to(self.device, self.label_dtype)
+        self._pin = cuda  # pinned memory needs CUDA; the CPU path is the same without it
+        self._event = _cuda_event if cuda else _NoEvent
+        self._slots: list[_Slot] = []
 
     def __call__(self, batch) -> pa.Table:
         table = C.as_table(batch)
         C.require_columns(table, [C.I_INPUT_IDS, C.I_STATUS], "TokenClassifierStage")
-        docs = table.column(C.I_INPUT_IDS).to_pylist()
-        status = table.column(C.I_STATUS).to_pylist()
-        reason = (
-            table.column(C.I_REASON).to_pylist()
-            if C.I_REASON in table.column_names
-            else [""] * len(docs)
-        )
-        windows = [(d, w) for d, doc in enumerate(docs) for w in range(len(doc))]
-        # Longest first: the first micro-batch shows at once whether memory suffices.
-        windows.sort(key=lambda dw: -len(docs[dw[0]][dw[1]]))
-        pred_ids: list[list] = [[None] * len(doc) for doc in docs]
-        pred_scores: list[list] = [[None] * len(doc) for doc in docs]
-        for start in range(0, len(windows), self.micro_batch_size):
-            chunk = windows[start : start + self.micro_batch_size]
-            sequences = [docs[d][w] for d, w in chunk]
-            try:
-                labels, scores = self._forward(sequences)
-            except Exception as err:  # recorded per document, see the class docstring
-                for d, _ in chunk:
-                    status[d] = C.STATUS_REJECTED
-                    reason[d] = f"inference error: {type(err).__name__}: {err}"
-                continue
-            for row, (d, w) in enumerate(chunk):
-                size = len(docs[d][w])
-                pred_ids[d][w] = labels[row, :size].tolist()
-                pred_scores[d][w] = scores[row, :size].tolist()
-        for d in range(len(docs)):
-            if status[d] == C.STATUS_REJECTED or any(p is None for p in pred_ids[d]):
-                pred_ids[d], pred_scores[d] = [], []
-        table = _replace(table, C.I_STATUS, pa.array(status, pa.string()))
-        table = _replace(table, C.I_REASON, pa.array(reason, pa.string()))
-        table = _replace(table, C.I_PRED_IDS, pa.array(pred_ids, _I16_LIST2))
-        return _replace(table, C.I_PRED_SCORES, pa.array(pred_scores, _F32_LIST2))
+        windows = windows_from_arrow(table.column(C.I_INPUT_IDS))
+        rejected = pc.fill_null(pc.equal(table.column(C.I_STATUS), C.STATUS_REJECTED), False)
+        rejected = np.asarray(rejected.to_numpy(zero_copy_only=False), dtype=bool)
+        # Windows of documents rejected upstream are not run; a zero length leaves them out.
+        lengths = np.where(np.repeat(rejected, windows.windows_per_doc), 0, windows.lengths)
+        batches = pack_windows(lengths, self.token_budget)
+        pred_ids = np.zeros(len(windows.tokens), dtype=np.int16)
+        pred_scores = np.zeros(len(windows.tokens), dtype=np.float32)
+        errors = self._run(windows, batches, pred_ids, pred_scores)
+        failed = np.zeros(windows.n_docs, dtype=bool)
+        reasons: dict[int, str] = {}
+        doc_of_window = windows.doc_of_window() if errors else None
+        for batch, err in errors:
+            for d in np.unique(doc_of_window[batch]).tolist():
+                failed[d] = True
+                reasons.setdefault(d, f"inference error: {type(err).__name__}: {err}")
+        table = _with_reasons(table, reasons)
+        drop = rejected | failed
+        table = _replace(table, C.I_PRED_IDS, windows.nested(pred_ids, drop))
+        return _replace(table, C.I_PRED_SCORES, windows.nested(pred_scores, drop))
 
-    def _forward(self, sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Pad to the longest sequence, run the model, return (canonical ids, probabilities)."""
+    def _run(self, windows: Windows, batches, pred_ids, pred_scores) -> list:
+        """Run every batch, two in flight; returns (batch, error) for those that raised."""
+        if not batches:
+            return []
+        self._ensure_slots(int(windows.lengths[batches[0][0]]))
+        errors, pending = [], None
+        for i, batch in enumerate(batches):
+            try:
+                flight = self._launch(self._slots[i % 2], windows, batch)
+            except Exception as err:  # recorded per document, see the class docstring
+                errors.append((batch, err))
+                flight = None
+            # Only now wait for the previous batch: this one is already queued behind it.
+            if pending is not None:
+                self._collect(pending, pred_ids, pred_scores, errors)
+            pending = flight
+        if pending is not None:
+            self._collect(pending, pred_ids, pred_scores, errors)
+        return errors
+
+    def _ensure_slots(self, longest: int) -> None:
+        # Between calls nothing is in flight, so buffers can be replaced safely.
+        capacity = max(self.token_budget, longest)
+        if self._slots and self._slots[0].capacity >= capacity:
+            return
         torch = self.torch
-        width = max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            input_ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-            attention[row, : len(sequence)] = 1
-        input_ids = input_ids.to(self.device, non_blocking=True)
-        attention = attention.to(self.device, non_blocking=True)
+        self._slots = [
+            _Slot(torch, capacity, self._pin, self.label_dtype, self.score_dtype, self._event)
+            for _ in range(2)
+        ]
+
+    def _launch(self, slot: _Slot, windows: Windows, batch: np.ndarray) -> _Flight:
+        """Gather ``batch`` into ``slot``'s host buffer and queue its copy, forward and copy back."""
+        torch = self.torch
+        lengths = windows.lengths[batch]
+        rows, width = len(batch), int(lengths[0])  # longest first: row 0 is the widest
+        size = rows * width
+        slot.copied.synchronize()  # the slot's last inputs have reached the device
+        slot.done.synchronize()  # and its last outputs were read (they were; cheap to be sure)
+        # One buffer, lengths then ids, so a single host->device copy carries both.
+        slot.inputs_np[:rows] = lengths
+        ids = slot.inputs_np[rows : rows + size].reshape(rows, width)
+        positions, mask = gather_padded(
+            windows.tokens, windows.starts[batch], lengths, ids, self.pad_id
+        )
         with torch.inference_mode():
-            if self.autocast_dtype is not None:
-                with torch.autocast(device_type="cuda", dtype=self.autocast_dtype):
-                    logits = self.model(input_ids=input_ids, attention_mask=attention).logits
-            else:
-                logits = self.model(input_ids=input_ids, attention_mask=attention).logits
-            probabilities = torch.softmax(logits.float(), dim=-1)
-            scores, best = probabilities.max(dim=-1)
-        return self.to_canonical[best.cpu().numpy()], scores.cpu().numpy().astype(np.float32)
+            staged = slot.inputs[: rows + size].to(self.device, non_blocking=True)
+            slot.copied.record()
+            labels, scores = self._forward(staged[rows:].view(rows, width), staged[:rows])
+            slot.labels[:size].copy_(labels.reshape(-1), non_blocking=True)
+            slot.scores[:size].copy_(scores.reshape(-1).to(self.score_dtype), non_blocking=True)
+            slot.done.record()
+        return _Flight(slot, batch, positions[mask], mask)
+
+    def _forward(self, ids, lengths):
+        """(canonical ids, probabilities) on the device; a seam for the failure tests."""
+        return predict(self.model, ids, lengths, self.to_canonical)
+
+    def _collect(self, flight: _Flight, pred_ids, pred_scores, errors: list) -> None:
+        """Wait for ``flight``'s results and scatter them into the flat outputs."""
+        try:
+            flight.slot.done.synchronize()
+        except Exception as err:  # an asynchronous device error surfaces here
+            errors.append((flight.batch, err))
+            return
+        size = flight.mask.size
+        mask = flight.mask.reshape(-1)
+        pred_ids[flight.targets] = flight.slot.labels_np[:size][mask]
+        pred_scores[flight.targets] = flight.slot.scores_np[:size][mask]
+
+
+class _NoEvent:
+    """The CPU stand-in for a CUDA event: CPU work is done when the call returns."""
+
+    def record(self) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _cuda_event():
+    import torch
+
+    # A blocking event sleeps while it waits instead of spinning a core that the
+    # node's tokenize and decode workers can use.
+    return torch.cuda.Event(blocking=True)
+
+
+class _Slot:
+    """One of two alternating sets of host buffers, with the events that guard them."""
+
+    def __init__(self, torch, capacity: int, pin: bool, label_dtype, score_dtype, event):
+        self.capacity = capacity
+        # A batch has at most ``capacity`` rows (every window has a token), hence 2x.
+        self.inputs = torch.empty(2 * capacity, dtype=torch.int32, pin_memory=pin)
+        self.labels = torch.empty(capacity, dtype=label_dtype, pin_memory=pin)
+        self.scores = torch.empty(capacity, dtype=score_dtype, pin_memory=pin)
+        self.inputs_np = self.inputs.numpy()
+        self.labels_np = self.labels.numpy()
+        self.scores_np = self.scores.numpy()
+        self.copied = event()  # recorded after the inputs' copy to the device
+        self.done = event()  # recorded after the outputs' copy back
+
+
+@dataclass
+class _Flight:
+    """A launched batch: where its results are and where they go."""
+
+    slot: _Slot
+    batch: np.ndarray  # window indices
+    targets: np.ndarray  # flat token index of every real (unpadded) cell
+    mask: np.ndarray  # rows x width: real cells
+
+
+def _with_reasons(table: pa.Table, reasons: dict[int, str]) -> pa.Table:
+    """``_status``/``_reason`` with the documents in ``reasons`` rejected; ``_reason`` always present."""
+    if not reasons:
+        if C.I_REASON in table.column_names:
+            return table
+        return table.append_column(C.I_REASON, pa.repeat(pa.scalar("", pa.string()), len(table)))
+    # The error path only: Python lists per row are fine here.
+    status = table.column(C.I_STATUS).to_pylist()
+    reason = (
+        table.column(C.I_REASON).to_pylist()
+        if C.I_REASON in table.column_names
+        else [""] * len(table)
+    )
+    for d, text in reasons.items():
+        status[d], reason[d] = C.STATUS_REJECTED, text
+    table = _replace(table, C.I_STATUS, pa.array(status, pa.string()))
+    return _replace(table, C.I_REASON, pa.array(reason, pa.string()))
 
 
 def _replace(table: pa.Table, name: str, values: pa.Array) -> pa.Table:

@@ -103,6 +103,16 @@ def test_config_file_and_checks(tmp_path):
         AnnotateConfig(classifier_concurrency=[2, 1]).check()
     with pytest.raises(ConfigError, match="word_unit"):
         AnnotateConfig(word_unit="chars").check()
+    with pytest.raises(ConfigError, match="token_budget must be at least 1"):
+        AnnotateConfig(token_budget=0).check()
+
+
+def test_the_old_micro_batch_size_key_is_an_error_that_names_its_successor(tmp_path):
+    """Windows per forward pass became padded tokens per forward pass: no silent default."""
+    old = tmp_path / "old.yaml"
+    old.write_text("micro_batch_size: 32\n")
+    with pytest.raises(ConfigError, match="unknown key.*micro_batch_size.*token_budget"):
+        load_config(AnnotateConfig, old)
 
 
 def test_gpus_with_a_cpu_device_is_a_config_error():

@@ -86,7 +86,7 @@ def annotated(ray_local, corpus, tiny_model_dir, tmp_path_factory):
         max_chars=2000,
         tokenize_batch_size=3,
         classify_batch_size=3,
-        micro_batch_size=4,
+        token_budget=64,  # 4 windows of 16
         write_batch_size=4,
         tokenize_concurrency=[1, 1],
         classifier_concurrency=[1, 2],

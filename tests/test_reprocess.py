@@ -58,7 +58,7 @@ def _config(corpus: Path, store: Path, model: Path, **overrides) -> ReprocessCon
         max_chars=300,
         tokenize_batch_size=4,
         classify_batch_size=4,
-        micro_batch_size=8,
+        token_budget=256,  # 8 windows of 32
         write_batch_size=4,  # several files per run, so a crash can land between them
         tokenize_concurrency=[1, 1],
         classifier_concurrency=[1, 1],

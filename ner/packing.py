@@ -1,0 +1,144 @@
+"""Windows of sub-token ids as flat numpy arrays, and their packing into padded batches.
+
+The classifier stage and the GPU benchmark share these, so the benchmark measures
+batches shaped exactly as the job shapes them. Pure numpy and pyarrow: no torch,
+no Ray, and no Python object per token or per window, so host-side preparation
+stays small next to the forward pass it feeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+@dataclass
+class Windows:
+    """A ``list<list<int>>`` column as three flat arrays, offsets starting at 0.
+
+    Document ``d`` owns windows ``doc_offsets[d]:doc_offsets[d + 1]``; window ``w``
+    owns ``tokens[window_offsets[w]:window_offsets[w + 1]]``.
+    """
+
+    tokens: np.ndarray  # int32, every window's ids end to end
+    doc_offsets: np.ndarray  # int64, n_docs + 1
+    window_offsets: np.ndarray  # int64, n_windows + 1
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_offsets) - 1
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self.window_offsets[:-1]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.window_offsets)
+
+    @property
+    def windows_per_doc(self) -> np.ndarray:
+        return np.diff(self.doc_offsets)
+
+    def doc_of_window(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_docs), self.windows_per_doc)
+
+    def nested(self, values: np.ndarray, drop: np.ndarray | None = None) -> pa.ListArray:
+        """``values`` (aligned with ``tokens``) shaped like the input column.
+
+        Documents where ``drop`` is true get an empty list. Without drops the
+        offsets are reused as they are, so the only copy is ``values``' own.
+        """
+        doc_offsets, window_offsets = self.doc_offsets, self.window_offsets
+        if drop is not None and drop.any():
+            keep_window = np.repeat(~drop, self.windows_per_doc)
+            values = values[np.repeat(keep_window, self.lengths)]
+            window_offsets = _offsets(self.lengths[keep_window])
+            doc_offsets = _offsets(np.where(drop, 0, self.windows_per_doc))
+        inner = pa.ListArray.from_arrays(_arrow_offsets(window_offsets), pa.array(values))
+        return pa.ListArray.from_arrays(_arrow_offsets(doc_offsets), inner)
+
+
+def windows_from_arrow(column: pa.Array | pa.ChunkedArray) -> Windows:
+    """The flat arrays of a ``list<list<int>>`` column, from its Arrow buffers.
+
+    Chunked columns are combined first. A sliced list array's offsets do not start
+    at 0 and its ``values`` is the whole unsliced child, so each level is sliced to
+    the range its offsets cover and the offsets are shifted to start at 0. A null
+    document counts as one without windows.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        column = pc.if_else(pc.is_valid(column), column, pa.scalar([], column.type))
+    doc_offsets, windows = _level(column)
+    window_offsets, values = _level(windows)
+    tokens = values.to_numpy(zero_copy_only=False)
+    return Windows(tokens.astype(np.int32, copy=False), doc_offsets, window_offsets)
+
+
+def _level(array: pa.ListArray) -> tuple[np.ndarray, pa.Array]:
+    """(offsets from 0, the child sliced to what they cover) of one list level."""
+    offsets = np.asarray(array.offsets, dtype=np.int64)
+    if len(offsets) == 0:  # an empty array may carry no offsets buffer at all
+        offsets = np.zeros(1, dtype=np.int64)
+    first, last = int(offsets[0]), int(offsets[-1])
+    return offsets - first, array.values.slice(first, last - first)
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out
+
+
+def _arrow_offsets(offsets: np.ndarray) -> pa.Array:
+    # ListArray takes int32 offsets; a batch of 2**31 tokens would not fit a device anyway.
+    return pa.array(offsets.astype(np.int32, copy=False))
+
+
+def pack_windows(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
+    """Window indices in batches whose padded size ``rows * longest`` stays within the budget.
+
+    Windows are taken longest first (so the first batch shows at once whether
+    memory suffices, and each batch's rows have similar lengths, which keeps
+    padding small), and each batch takes as many of the next windows as fit: its
+    first window is its widest. A window longer than the budget forms a batch of
+    its own. Windows of length 0 are left out: callers zero the lengths of
+    windows they do not want run.
+    """
+    if token_budget < 1:
+        raise ValueError(f"token_budget must be at least 1, got {token_budget}")
+    lengths = np.asarray(lengths)
+    live = np.flatnonzero(lengths > 0)
+    order = live[np.argsort(-lengths[live], kind="stable")]
+    batches, start = [], 0
+    while start < len(order):
+        rows = max(1, token_budget // int(lengths[order[start]]))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
+
+
+def gather_padded(
+    tokens: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    out: np.ndarray,
+    pad_id: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill ``out`` (rows x width) with the windows, padded with ``pad_id``; one gather.
+
+    Returns (positions, mask): the flat index in ``tokens`` of every cell and
+    whether it holds a real token, which is also where its prediction goes back.
+    """
+    columns = np.arange(out.shape[1])
+    positions = starts[:, None] + columns
+    mask = columns < lengths[:, None]
+    # mode="clip" keeps the padded cells' indices in range and lets take write into out directly.
+    np.take(tokens, positions, out=out, mode="clip")
+    out[~mask] = pad_id
+    return positions, mask
