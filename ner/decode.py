@@ -1,199 +1,313 @@
 """Span decoding: window predictions -> document tokens -> words -> valid BIO -> character spans.
 
-Pure functions over numpy arrays and character offsets: no torch, no Ray, so every
-case is tested on hand-built arrays.
-
 1. Merge windows: each document token takes the prediction of its owner window,
    the one where it sits furthest from an edge that cut context
    (:func:`ner.windowing.assign_owners`).
 2. Words: a word takes the label and probability of its first sub-token (as the
-   model was trained); a span always covers whole words.
+   model was trained); a span always covers whole words, up to the largest end of
+   their sub-tokens.
 3. BIO repair: an ``I-X`` that does not continue an ``X`` mention (after ``O``,
    after another type, at the start, or at the first word of another text column)
-   is read as ``B-X``. This keeps the model's type and boundary where a
-   transition-constrained decode would have to pick one of them to drop.
+   is read as ``B-X`` and counted in ``_bio_repairs``. This keeps the model's type
+   and boundary where a transition-constrained decode would have to pick one of
+   them to drop.
 4. Spans: ``[start, end)`` into the original Python string (code points), the
-   entity text ``text[start:end]``, its type, and the mean first-sub-token
-   probability of its words. Tokenizer offsets already skip what normalisation
-   removes (accents, control characters); a span end is extended over combining
-   marks that follow it, so ``cafe`` + U+0301 is not cut in half.
+   entity text ``text[start:end]``, its type, the mean first-sub-token
+   probability of its words, and the text column it starts in. Tokenizer offsets
+   already skip what normalisation removes (accents, control characters); a span
+   end is extended over combining marks that follow it, so ``cafe`` + U+0301 is
+   not cut in half.
+
+A batch is decoded as a whole: every list column is read as its flat Arrow values
+and row offsets, and the steps are numpy passes over all sub-tokens of the batch
+(:mod:`ner.spans`), because a loop per document and token in Python made this
+stage the job's bottleneck on GPU nodes. A document with status ``ok`` whose
+columns do not fit together (predictions missing or too short for the tokens its
+windows own, an unknown label id, offsets outside its text, ...) becomes
+``rejected`` with a ``decode error: ...`` reason; the rest of the batch is decoded.
 """
 
 from __future__ import annotations
 
-import unicodedata
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ner import columns as C
-from ner.labels import ID2LABEL, OUTSIDE, entity_type
+from ner import spans as S
 
 
-@dataclass(frozen=True)
-class Span:
-    """One entity: ``text == document[start:end]``."""
+class _Lists:
+    """A list column of the batch: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``."""
 
-    start: int
-    end: int
-    label: str
-    text: str
-    score: float
-    column: str = ""
+    def __init__(self, column: pa.Array | pa.ChunkedArray, name: str):
+        array = _combined(column)
+        if pa.types.is_null(array.type):  # every cell null (a column built from Nones)
+            array = pa.nulls(len(array), pa.list_(pa.null()))
+        if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+            raise TypeError(f"SpanDecodeStage: column {name} is {array.type}, not a list")
+        self.name = name
+        self.array = array
+        self.offsets = array.offsets.to_numpy().astype(np.int64)
+        self.lengths = np.diff(self.offsets)
+        self.null = _nulls(array)
+
+    def child(self) -> _Lists:
+        """The lists inside (``list<list<...>>``): one row per inner list."""
+        return _Lists(self.array.values, self.name)
+
+    def numbers(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """All values (nulls as 0) and their null mask, None when there are no nulls."""
+        return _numbers(self.array.values)
+
+    def flat(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The values of ``rows`` (a row mask) concatenated, and their null mask."""
+        values, null = self.numbers()
+        begin, end = self.offsets[0], self.offsets[-1]
+        values = values[begin:end]
+        null = None if null is None else null[begin:end]
+        if np.any(self.lengths[~rows]):
+            keep = np.repeat(rows, self.lengths)
+            values = values[keep]
+            null = None if null is None else null[keep]
+        return values, null
 
 
-@dataclass(frozen=True)
-class Word:
-    start: int
-    end: int
-    label: str
-    score: float
+class _Rejections:
+    """Rows that must become ``rejected``, each with the first problem found."""
+
+    def __init__(self, n: int):
+        self.bad = np.zeros(n, dtype=bool)
+        self.reasons: dict[int, str] = {}
+
+    def rows(self, mask: np.ndarray, describe: Callable[[int], str]) -> None:
+        for row in np.flatnonzero(mask & ~self.bad):
+            self.reasons[int(row)] = "decode error: " + describe(int(row))
+        self.bad |= mask
+
+    def items(self, mask: np.ndarray, row_of: np.ndarray, describe: Callable[[int], str]) -> None:
+        """Reject the rows of the flagged items (tokens or words), named by their first one."""
+        flagged = np.flatnonzero(mask)
+        if len(flagged) == 0:
+            return
+        rows, first = np.unique(row_of[flagged], return_index=True)
+        for row, item in zip(rows.tolist(), flagged[first].tolist(), strict=True):
+            if not self.bad[row]:
+                self.reasons[row] = "decode error: " + describe(item)
+        self.bad[rows] = True
 
 
-def merge_windows(
-    owner: Sequence[int],
-    window_starts: Sequence[int],
-    window_label_ids: Sequence[Sequence[int]],
-    window_scores: Sequence[Sequence[float]],
-    content_offset: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per document token: the label id and probability its owner window predicted.
+def decode_batch(table: pa.Table, ok: np.ndarray) -> tuple[pa.Array, np.ndarray, dict[int, str]]:
+    """Per row of ``table``: its entities and BIO repairs; and the rows rejected, with why.
 
-    ``window_label_ids[w][content_offset + k]`` is the prediction for document
-    token ``window_starts[w] + k`` (``content_offset`` skips ``[CLS]``).
+    Only rows where ``ok`` is set are decoded; the others get no entities.
     """
-    owner = np.asarray(owner, dtype=np.int64)
-    labels = np.zeros(len(owner), dtype=np.int64)
-    scores = np.zeros(len(owner), dtype=np.float32)
-    for w, start in enumerate(window_starts):
-        tokens = np.nonzero(owner == w)[0]
-        if len(tokens) == 0:
-            continue
-        index = content_offset + tokens - start
-        window_labels = np.asarray(window_label_ids[w])
-        if index.min() < 0 or index.max() >= len(window_labels):
-            raise ValueError(
-                f"window {w} (start {start}) has {len(window_labels)} predictions, "
-                f"but owns tokens {tokens.min()}..{tokens.max()}"
-            )
-        labels[tokens] = window_labels[index]
-        scores[tokens] = np.asarray(window_scores[w], dtype=np.float32)[index]
-    return labels, scores
-
-
-def to_words(
-    labels: Sequence[int],
-    scores: Sequence[float],
-    word_ids: Sequence[int],
-    token_starts: Sequence[int],
-    token_ends: Sequence[int],
-    id2label: Mapping[int, str] = ID2LABEL,
-) -> list[Word]:
-    """Group sub-tokens into words: the first sub-token's label and score, the word's full extent."""
-    words: list[Word] = []
-    previous = None
-    for t, word in enumerate(word_ids):
-        if word == previous and word != -1 and words:
-            last = words[-1]
-            words[-1] = Word(last.start, max(last.end, int(token_ends[t])), last.label, last.score)
-            continue
-        words.append(
-            Word(
-                int(token_starts[t]), int(token_ends[t]), id2label[int(labels[t])], float(scores[t])
-            )
-        )
-        previous = word
-    return words
-
-
-def repair_bio(tags: Sequence[str], breaks: Sequence[bool] = ()) -> tuple[list[str], int]:
-    """Valid IOB2: an ``I-X`` not continuing an ``X`` mention becomes ``B-X``.
-
-    ``breaks[i]`` True means word ``i`` starts a new text column, so no mention
-    continues into it. Returns the tags and how many were changed.
-    """
-    fixed: list[str] = []
-    changes = 0
-    previous = OUTSIDE
-    for i, tag in enumerate(tags):
-        new_column = i < len(breaks) and breaks[i]
-        if tag.startswith("I-") and (new_column or entity_type(previous) != tag[2:]):
-            tag = "B-" + tag[2:]
-            changes += 1
-        fixed.append(tag)
-        previous = tag
-    return fixed, changes
-
-
-def _extend_over_marks(text: str, end: int) -> int:
-    while end < len(text) and unicodedata.category(text[end]) in ("Mn", "Mc", "Me"):
-        end += 1
-    return end
-
-
-def segment_of(position: int, segment_starts: Sequence[int]) -> int:
-    """Index of the text column a character position falls in."""
-    index = 0
-    for k, start in enumerate(segment_starts):
-        if position >= start:
-            index = k
-    return index
-
-
-def words_to_spans(
-    text: str,
-    words: Sequence[Word],
-    segments: Sequence[str] = ("",),
-    segment_starts: Sequence[int] = (0,),
-) -> tuple[list[Span], int]:
-    """Character spans of the mentions in ``words`` (BIO repaired first); and the repair count."""
-    if not segments:
-        segments, segment_starts = ("",), (0,)
-    word_segment = [segment_of(w.start, segment_starts) for w in words]
-    breaks = [i > 0 and word_segment[i] != word_segment[i - 1] for i in range(len(words))]
-    tags, repairs = repair_bio([w.label for w in words], breaks)
-    spans: list[Span] = []
-    i = 0
-    while i < len(words):
-        if not tags[i].startswith("B-"):
-            i += 1
-            continue
-        kind = tags[i][2:]
-        j = i + 1
-        while j < len(words) and tags[j] == "I-" + kind:
-            j += 1
-        start = words[i].start
-        end = _extend_over_marks(text, words[j - 1].end)
-        score = float(np.mean([w.score for w in words[i:j]]))
-        spans.append(Span(start, end, kind, text[start:end], score, segments[word_segment[i]]))
-        i = j
-    return spans, repairs
-
-
-def decode_document(
-    text: str,
-    token_starts: Sequence[int],
-    token_ends: Sequence[int],
-    word_ids: Sequence[int],
-    owner: Sequence[int],
-    window_starts: Sequence[int],
-    window_label_ids: Sequence[Sequence[int]],
-    window_scores: Sequence[Sequence[float]],
-    content_offset: int = 1,
-    segments: Sequence[str] = ("",),
-    segment_starts: Sequence[int] = (0,),
-    id2label: Mapping[int, str] = ID2LABEL,
-) -> tuple[list[Span], int]:
-    """All steps for one document: its spans and the number of BIO repairs."""
-    if len(token_starts) == 0:
-        return [], 0
-    labels, scores = merge_windows(
-        owner, window_starts, window_label_ids, window_scores, content_offset
+    n = table.num_rows
+    rejected = _Rejections(n)
+    texts = S.Texts(_combined(table.column(C.I_TEXT)))
+    starts, ends, word_ids, owner = (
+        _Lists(table.column(name), name)
+        for name in (C.I_TOKEN_START, C.I_TOKEN_END, C.I_WORD_IDS, C.I_OWNER)
     )
-    words = to_words(labels, scores, word_ids, token_starts, token_ends, id2label)
-    return words_to_spans(text, words, segments, segment_starts)
+    windows = _Lists(table.column(C.I_WINDOW_STARTS), C.I_WINDOW_STARTS)
+    predictions = [_Lists(table.column(name), name) for name in (C.I_PRED_IDS, C.I_PRED_SCORES)]
+    segments = _Lists(table.column(C.I_SEGMENTS), C.I_SEGMENTS)
+    segment_starts = _Lists(table.column(C.I_SEGMENT_STARTS), C.I_SEGMENT_STARTS)
+    content_offset, content_null = _numbers(_combined(table.column(C.I_CONTENT_OFFSET)))
+
+    # Rows: an ok document without tokens has no entities and needs nothing else.
+    todo = ok & ((starts.lengths > 0) | starts.null)
+    nulls = [
+        (C.I_TEXT, _nulls(_combined(table.column(C.I_TEXT)))),
+        (C.I_CONTENT_OFFSET, content_null),
+    ]
+    nulls += [(x.name, x.null) for x in (starts, ends, word_ids, owner, windows, *predictions)]
+    for name, null in nulls:
+        if null is not None:
+            rejected.rows(todo & null, lambda row, name=name: f"no {name}")
+    for lists in (ends, word_ids, owner):
+        rejected.rows(
+            todo & (lists.lengths != starts.lengths),
+            lambda row, x=lists: f"{x.lengths[row]} {x.name} for {starts.lengths[row]} tokens",
+        )
+    with_segments = segments.lengths > 0  # without any, the document is one unnamed column
+    rejected.rows(
+        todo & with_segments & (segment_starts.null | (segment_starts.lengths != segments.lengths)),
+        lambda row: (
+            f"{segment_starts.lengths[row]} segment starts for {segments.lengths[row]} segments"
+        ),
+    )
+    segment_row = np.repeat(np.arange(n), np.where(with_segments, segment_starts.lengths, 0))
+    segment_start, _ = segment_starts.flat(with_segments)
+    unsorted = np.zeros(len(segment_row), dtype=bool)
+    unsorted[1:] = (segment_start[1:] < segment_start[:-1]) & (segment_row[1:] == segment_row[:-1])
+    rejected.items(unsorted, segment_row, lambda k: "segment starts are not in order")
+    todo &= ~rejected.bad
+    # Only the rows decoded: the lookup needs every row's starts sorted.
+    segment_row = np.repeat(np.arange(n), np.where(todo & with_segments, segment_starts.lengths, 0))
+    segment_start, _ = segment_starts.flat(todo & with_segments)
+
+    # Tokens of the rows to decode, one entry each, in row order.
+    lengths = np.where(todo, starts.lengths, 0)
+    row = np.repeat(np.arange(n), lengths)
+    local = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    tok_start, tok_end, word, own = (x.flat(todo) for x in (starts, ends, word_ids, owner))
+    for (_, null), lists in zip(
+        (tok_start, tok_end, word, own), (starts, ends, word_ids, owner), strict=True
+    ):
+        if null is not None:
+            rejected.items(null, row, lambda t, x=lists: f"null in {x.name} (token {local[t]})")
+    tok_start, tok_end, word, own = (values for values, _ in (tok_start, tok_end, word, own))
+
+    text_length = texts.lengths[row]
+    outside = (tok_start < 0) | (tok_start > text_length) | (tok_end < 0) | (tok_end > text_length)
+    rejected.items(
+        outside,
+        row,
+        lambda t: (
+            f"token {local[t]} at [{tok_start[t]}, {tok_end[t]}) is outside the text "
+            f"of {text_length[t]} characters"
+        ),
+    )
+    n_windows = windows.lengths[row]
+    no_window = (own < 0) | (own >= n_windows)
+    rejected.items(
+        no_window,
+        row,
+        lambda t: f"token {local[t]} is owned by window {own[t]}, but there are {n_windows[t]}",
+    )
+    own = np.where(no_window, 0, own)
+    window_start, window_null = windows.numbers()
+    at = windows.offsets[row] + own
+    if window_null is not None:
+        null = _take(window_null, at, no_window, False)
+        rejected.items(null, row, lambda t: "null in _window_starts")
+    window_start = _take(window_start, at, no_window, 0)
+    position = content_offset[row] + local - window_start
+    leaves = []
+    for lists in predictions:
+        leaves.append(_predictions(lists, rejected, row, local, own, position, window_start))
+
+    keep = ~rejected.bad[row]
+    if not keep.all():
+        row, local, tok_start, tok_end, word = (
+            x[keep] for x in (row, local, tok_start, tok_end, word)
+        )
+        leaves = [(values, index[keep]) for values, index in leaves]
+
+    # Words: the first sub-token's label and score, the largest end of their sub-tokens.
+    first = np.flatnonzero(S.word_starts(word, local == 0))
+    word_row = row[first]
+    word_start = tok_start[first]
+    word_end = np.maximum.reduceat(tok_end, first) if len(first) else tok_end[:0]
+    (label_leaf, label_at), (score_leaf, score_at) = leaves
+    labels = label_leaf[label_at[first]].astype(np.int64)
+    scores = score_leaf[score_at[first]].astype(np.float32)
+    unknown = (labels < 0) | (labels >= S.N_LABELS)
+    rejected.items(unknown, word_row, lambda w: f"unknown label id {labels[w]}")
+    if unknown.any():
+        keep = ~rejected.bad[word_row]
+        word_row, word_start, word_end, labels, scores = (
+            x[keep] for x in (word_row, word_start, word_end, labels, scores)
+        )
+
+    segment = S.segment_of_words(word_row, word_start, segment_row, segment_start)
+    breaks = np.ones(len(word_row), dtype=bool)
+    breaks[1:] = (word_row[1:] != word_row[:-1]) | (segment[1:] != segment[:-1])
+    types, inside = S.TYPE_OF[labels], S.IS_INSIDE[labels]
+    repaired = S.repair_bio(types, inside, breaks)
+    repairs = np.bincount(word_row[repaired], minlength=n).astype(np.int32)
+
+    first_word, last_word, first_member = S.mention_words(types, inside, repaired)
+    members = np.flatnonzero(types >= 0)
+    span_row = word_row[first_word]
+    span_start = word_start[first_word]
+    span_end = texts.extend_over_marks(span_row, word_end[last_word])
+    # Column names: the segment's name, or "" (appended last) for a document without any.
+    names = pa.concat_arrays([segments.array.values.cast(pa.string()), pa.array([""])])
+    column = _column_index(segment[first_word], span_row, segment_row, segments, len(names) - 1)
+    struct = pa.StructArray.from_arrays(
+        [
+            pa.array(span_start.astype(np.int32)),
+            pa.array(span_end.astype(np.int32)),
+            S.TYPE_NAMES.take(pa.array(types[first_word])),
+            texts.slices(span_row, span_start, span_end),
+            pa.array(S.mean_scores(scores, members, first_member).astype(np.float32)),
+            names.take(pa.array(column)),
+        ],
+        fields=list(C.ENTITY_TYPE),
+    )
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(span_row, minlength=n), out=offsets[1:])
+    entities = pa.ListArray.from_arrays(pa.array(offsets), struct, type=pa.list_(C.ENTITY_TYPE))
+    return entities, repairs, rejected.reasons
+
+
+def _predictions(lists, rejected, row, local, own, position, window_start):
+    """Leaf values of a ``list<list<>>`` prediction column and each token's index into them.
+
+    Rejects the rows where a token's owner window has no prediction at its position.
+    """
+    what = "label predictions" if lists.name == C.I_PRED_IDS else "scores"
+    inner = lists.child()
+    leaf, leaf_null = inner.numbers()
+    missing = own >= lists.lengths[row]
+    window = lists.offsets[row] + own
+    size = _take(inner.lengths, window, missing, 0)
+    short = missing | _take(inner.null, window, missing, True) | (position < 0) | (position >= size)
+    rejected.items(
+        short,
+        row,
+        lambda t: (
+            f"window {own[t]} (start {window_start[t]}) has {size[t]} {what}, "
+            f"but owns token {local[t]} (at {position[t]})"
+        ),
+    )
+    index = np.where(short, 0, _take(inner.offsets, window, missing, 0) + position)
+    if leaf_null is not None:
+        null = _take(leaf_null, index, short, False)
+        rejected.items(null, row, lambda t: f"null in {lists.name}")
+    return leaf, index
+
+
+def _column_index(segment, span_row, segment_row, segments, default):
+    """Index into the segment names (then ``default``) of the column each span starts in."""
+    if len(segment) == 0:
+        return np.zeros(0, dtype=np.int64)
+    row_first = np.searchsorted(segment_row, span_row, side="left")
+    found = segment >= 0
+    return np.where(found, segments.offsets[span_row] + (segment - row_first), default)
+
+
+def _take(values: np.ndarray, index: np.ndarray, invalid: np.ndarray, fill) -> np.ndarray:
+    """``values[index]``, and ``fill`` where ``invalid`` (there ``index`` may be out of bounds)."""
+    if not invalid.any():
+        return values[index]
+    out = np.full(len(index), fill, dtype=values.dtype)
+    out[~invalid] = values[index[~invalid]]
+    return out
+
+
+def _combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _nulls(array: pa.Array) -> np.ndarray:
+    if array.null_count == 0:
+        return np.zeros(len(array), dtype=bool)
+    return array.is_null().to_numpy(zero_copy_only=False)
+
+
+def _numbers(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """Numeric values as numpy (zero-copy where Arrow allows), nulls as 0, and the null mask."""
+    if pa.types.is_null(array.type):
+        return np.zeros(len(array), dtype=np.int64), np.ones(len(array), dtype=bool)
+    if array.null_count == 0:
+        return array.to_numpy(zero_copy_only=False), None
+    null = _nulls(array)
+    return pc.fill_null(array, 0).to_numpy(zero_copy_only=False), null
 
 
 class SpanDecodeStage:
@@ -223,49 +337,29 @@ class SpanDecodeStage:
     def __call__(self, batch) -> pa.Table:
         table = C.as_table(batch)
         C.require_columns(table, self.NEEDS, "SpanDecodeStage")
-        col = {name: table.column(name).to_pylist() for name in self.NEEDS}
-        status = col[C.I_STATUS]
-        reason = (
-            table.column(C.I_REASON).to_pylist()
-            if C.I_REASON in table.column_names
-            else [""] * table.num_rows
-        )
-        entities: list[list[dict]] = []
-        repairs: list[int] = []
-        for i in range(table.num_rows):
-            if status[i] != C.STATUS_OK:
-                entities.append([])
-                repairs.append(0)
-                continue
-            try:
-                spans, fixed = decode_document(
-                    col[C.I_TEXT][i],
-                    col[C.I_TOKEN_START][i],
-                    col[C.I_TOKEN_END][i],
-                    col[C.I_WORD_IDS][i],
-                    col[C.I_OWNER][i],
-                    col[C.I_WINDOW_STARTS][i],
-                    col[C.I_PRED_IDS][i],
-                    col[C.I_PRED_SCORES][i],
-                    col[C.I_CONTENT_OFFSET][i],
-                    col[C.I_SEGMENTS][i],
-                    col[C.I_SEGMENT_STARTS][i],
-                )
-            except Exception as err:  # recorded per document, never dropped
-                status[i] = C.STATUS_REJECTED
-                reason[i] = f"decode error: {type(err).__name__}: {err}"
-                spans, fixed = [], 0
-            entities.append([asdict(span) for span in spans])
-            repairs.append(fixed)
-        result = {
-            C.DOC_ID: table.column(C.DOC_ID),
-            C.ENTITIES: pa.array(entities, pa.list_(C.ENTITY_TYPE)),
-            C.STATUS: pa.array(status, pa.string()),
-        }
+        n = table.num_rows
+        status = _combined(table.column(C.I_STATUS)).cast(pa.string())
+        ok = pc.fill_null(pc.equal(status, C.STATUS_OK), False).to_numpy(zero_copy_only=False)
+        entities, repairs, rejected = decode_batch(table, np.asarray(ok, dtype=bool))
+        if C.I_REASON in table.column_names:
+            reason = _combined(table.column(C.I_REASON)).cast(pa.string())
+        else:
+            reason = pa.array([""] * n, pa.string())
+        if rejected:
+            rows = sorted(rejected)
+            mask = np.zeros(n, dtype=bool)
+            mask[rows] = True
+            status = pc.replace_with_mask(
+                status, pa.array(mask), pa.array([C.STATUS_REJECTED] * len(rows), pa.string())
+            )
+            reason = pc.replace_with_mask(
+                reason, pa.array(mask), pa.array([rejected[r] for r in rows], pa.string())
+            )
+        result = {C.DOC_ID: table.column(C.DOC_ID), C.ENTITIES: entities, C.STATUS: status}
         for name in table.column_names:
             if not C.internal(name) and name not in result:
                 result[name] = table.column(name)
-        result[C.I_REASON] = pa.array(reason, pa.string())
+        result[C.I_REASON] = reason
         for name in self.KEEP:
             if name in table.column_names and name not in result:
                 result[name] = table.column(name)
