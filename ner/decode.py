@@ -36,43 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ner import columns as C
+from ner import flat_columns as F
 from ner import spans as S
-
-
-class _Lists:
-    """A list column of the batch: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``."""
-
-    def __init__(self, column: pa.Array | pa.ChunkedArray, name: str):
-        array = _combined(column)
-        if pa.types.is_null(array.type):  # every cell null (a column built from Nones)
-            array = pa.nulls(len(array), pa.list_(pa.null()))
-        if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
-            raise TypeError(f"SpanDecodeStage: column {name} is {array.type}, not a list")
-        self.name = name
-        self.array = array
-        self.offsets = array.offsets.to_numpy().astype(np.int64)
-        self.lengths = np.diff(self.offsets)
-        self.null = _nulls(array)
-
-    def child(self) -> _Lists:
-        """The lists inside (``list<list<...>>``): one row per inner list."""
-        return _Lists(self.array.values, self.name)
-
-    def numbers(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """All values (nulls as 0) and their null mask, None when there are no nulls."""
-        return _numbers(self.array.values)
-
-    def flat(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The values of ``rows`` (a row mask) concatenated, and their null mask."""
-        values, null = self.numbers()
-        begin, end = self.offsets[0], self.offsets[-1]
-        values = values[begin:end]
-        null = None if null is None else null[begin:end]
-        if np.any(self.lengths[~rows]):
-            keep = np.repeat(rows, self.lengths)
-            values = values[keep]
-            null = None if null is None else null[keep]
-        return values, null
 
 
 class _Rejections:
@@ -104,159 +69,200 @@ def decode_batch(table: pa.Table, ok: np.ndarray) -> tuple[pa.Array, np.ndarray,
 
     Only rows where ``ok`` is set are decoded; the others get no entities.
     """
-    n = table.num_rows
-    rejected = _Rejections(n)
-    texts = S.Texts(_combined(table.column(C.I_TEXT)))
-    starts, ends, word_ids, owner = (
-        _Lists(table.column(name), name)
-        for name in (C.I_TOKEN_START, C.I_TOKEN_END, C.I_WORD_IDS, C.I_OWNER)
-    )
-    windows = _Lists(table.column(C.I_WINDOW_STARTS), C.I_WINDOW_STARTS)
-    predictions = [_Lists(table.column(name), name) for name in (C.I_PRED_IDS, C.I_PRED_SCORES)]
-    segments = _Lists(table.column(C.I_SEGMENTS), C.I_SEGMENTS)
-    segment_starts = _Lists(table.column(C.I_SEGMENT_STARTS), C.I_SEGMENT_STARTS)
-    content_offset, content_null = _numbers(_combined(table.column(C.I_CONTENT_OFFSET)))
+    batch = _Batch(table)
+    rejected = _Rejections(table.num_rows)
+    todo = batch.check_rows(ok, rejected)
+    segments = batch.segments(todo, rejected)
+    tokens = batch.tokens(todo & ~rejected.bad, rejected)
+    words = batch.words(tokens, rejected)
+    return batch.entities(words, segments), words["repairs"], rejected.reasons
 
-    # Rows: an ok document without tokens has no entities and needs nothing else.
-    todo = ok & ((starts.lengths > 0) | starts.null)
-    nulls = [
-        (C.I_TEXT, _nulls(_combined(table.column(C.I_TEXT)))),
-        (C.I_CONTENT_OFFSET, content_null),
-    ]
-    nulls += [(x.name, x.null) for x in (starts, ends, word_ids, owner, windows, *predictions)]
-    for name, null in nulls:
-        if null is not None:
-            rejected.rows(todo & null, lambda row, name=name: f"no {name}")
-    for lists in (ends, word_ids, owner):
+
+class _Batch:
+    """The columns decoding reads, as flat numpy arrays and row offsets, and the decoding steps."""
+
+    def __init__(self, table: pa.Table):
+        self.n = table.num_rows
+        text = F.combined(table.column(C.I_TEXT))
+        self.texts = S.Texts(text)
+        self.text_null = F.null_mask(text)
+        self.starts, self.ends, self.word_ids, self.owner = (
+            F.ListColumn(table.column(name), name)
+            for name in (C.I_TOKEN_START, C.I_TOKEN_END, C.I_WORD_IDS, C.I_OWNER)
+        )
+        self.windows = F.ListColumn(table.column(C.I_WINDOW_STARTS), C.I_WINDOW_STARTS)
+        self.ids = F.ListColumn(table.column(C.I_PRED_IDS), C.I_PRED_IDS)
+        self.scores = F.ListColumn(table.column(C.I_PRED_SCORES), C.I_PRED_SCORES)
+        self.segment_names = F.ListColumn(table.column(C.I_SEGMENTS), C.I_SEGMENTS)
+        self.segment_starts = F.ListColumn(table.column(C.I_SEGMENT_STARTS), C.I_SEGMENT_STARTS)
+        offset = F.combined(table.column(C.I_CONTENT_OFFSET))
+        self.content_offset, self.content_null = F.numbers(offset)
+
+    def check_rows(self, ok: np.ndarray, rejected: _Rejections) -> np.ndarray:
+        """The rows to decode, once those whose cells are missing or of unequal lengths are rejected."""
+        # An ok document without tokens has no entities and needs nothing else.
+        todo = ok & ((self.starts.lengths > 0) | self.starts.null)
+        token_lists = (self.starts, self.ends, self.word_ids, self.owner)
+        nulls = [(C.I_TEXT, self.text_null), (C.I_CONTENT_OFFSET, self.content_null)]
+        nulls += [(x.name, x.null) for x in (*token_lists, self.windows, self.ids, self.scores)]
+        for name, null in nulls:
+            if null is not None:
+                rejected.rows(todo & null, lambda row, name=name: f"no {name}")
+        for lists in token_lists[1:]:
+            rejected.rows(
+                todo & (lists.lengths != self.starts.lengths),
+                lambda row, x=lists: (
+                    f"{x.lengths[row]} {x.name} for {self.starts.lengths[row]} tokens"
+                ),
+            )
+        names, starts = self.segment_names, self.segment_starts
         rejected.rows(
-            todo & (lists.lengths != starts.lengths),
-            lambda row, x=lists: f"{x.lengths[row]} {x.name} for {starts.lengths[row]} tokens",
+            todo & (names.lengths > 0) & (starts.null | (starts.lengths != names.lengths)),
+            lambda row: f"{starts.lengths[row]} segment starts for {names.lengths[row]} segments",
         )
-    with_segments = segments.lengths > 0  # without any, the document is one unnamed column
-    rejected.rows(
-        todo & with_segments & (segment_starts.null | (segment_starts.lengths != segments.lengths)),
-        lambda row: (
-            f"{segment_starts.lengths[row]} segment starts for {segments.lengths[row]} segments"
-        ),
-    )
-    segment_row = np.repeat(np.arange(n), np.where(with_segments, segment_starts.lengths, 0))
-    segment_start, _ = segment_starts.flat(with_segments)
-    unsorted = np.zeros(len(segment_row), dtype=bool)
-    unsorted[1:] = (segment_start[1:] < segment_start[:-1]) & (segment_row[1:] == segment_row[:-1])
-    rejected.items(unsorted, segment_row, lambda k: "segment starts are not in order")
-    todo &= ~rejected.bad
-    # Only the rows decoded: the lookup needs every row's starts sorted.
-    segment_row = np.repeat(np.arange(n), np.where(todo & with_segments, segment_starts.lengths, 0))
-    segment_start, _ = segment_starts.flat(todo & with_segments)
+        return todo & ~rejected.bad
 
-    # Tokens of the rows to decode, one entry each, in row order.
-    lengths = np.where(todo, starts.lengths, 0)
-    row = np.repeat(np.arange(n), lengths)
-    local = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    tok_start, tok_end, word, own = (x.flat(todo) for x in (starts, ends, word_ids, owner))
-    for (_, null), lists in zip(
-        (tok_start, tok_end, word, own), (starts, ends, word_ids, owner), strict=True
-    ):
-        if null is not None:
-            rejected.items(null, row, lambda t, x=lists: f"null in {x.name} (token {local[t]})")
-    tok_start, tok_end, word, own = (values for values, _ in (tok_start, tok_end, word, own))
+    def segments(self, todo: np.ndarray, rejected: _Rejections) -> dict[str, np.ndarray]:
+        """The text columns of the rows decoded: each one's start, row, and name index.
 
-    text_length = texts.lengths[row]
-    outside = (tok_start < 0) | (tok_start > text_length) | (tok_end < 0) | (tok_end > text_length)
-    rejected.items(
-        outside,
-        row,
-        lambda t: (
-            f"token {local[t]} at [{tok_start[t]}, {tok_end[t]}) is outside the text "
-            f"of {text_length[t]} characters"
-        ),
-    )
-    n_windows = windows.lengths[row]
-    no_window = (own < 0) | (own >= n_windows)
-    rejected.items(
-        no_window,
-        row,
-        lambda t: f"token {local[t]} is owned by window {own[t]}, but there are {n_windows[t]}",
-    )
-    own = np.where(no_window, 0, own)
-    window_start, window_null = windows.numbers()
-    at = windows.offsets[row] + own
-    if window_null is not None:
-        null = _take(window_null, at, no_window, False)
-        rejected.items(null, row, lambda t: "null in _window_starts")
-    window_start = _take(window_start, at, no_window, 0)
-    position = content_offset[row] + local - window_start
-    leaves = []
-    for lists in predictions:
-        leaves.append(_predictions(lists, rejected, row, local, own, position, window_start))
+        A row without segment names is one unnamed column (no segments here).
+        """
+        named = todo & (self.segment_names.lengths > 0)
+        counts = np.where(named, self.segment_starts.lengths, 0)
+        row = np.repeat(np.arange(self.n), counts)
+        start, _ = self.segment_starts.flat(named)
+        unsorted = np.zeros(len(row), dtype=bool)
+        unsorted[1:] = (start[1:] < start[:-1]) & (row[1:] == row[:-1])
+        if unsorted.any():  # reject those rows, and leave them out: the lookup needs order
+            rejected.items(unsorted, row, lambda k: "segment starts are not in order")
+            return self.segments(todo & ~rejected.bad, rejected)
+        first = np.cumsum(counts) - counts
+        name = self.segment_names.offsets[row] + (np.arange(len(row)) - first[row])
+        return {"start": start, "first": first, "count": counts, "name": name}
 
-    keep = ~rejected.bad[row]
-    if not keep.all():
-        row, local, tok_start, tok_end, word = (
-            x[keep] for x in (row, local, tok_start, tok_end, word)
+    def tokens(self, todo: np.ndarray, rejected: _Rejections) -> dict[str, np.ndarray]:
+        """One entry per sub-token of the rows decoded, with where its prediction is.
+
+        Rejects the rows where a token is outside its text, owned by no window, or
+        owned by a window without a prediction at its position.
+        """
+        lengths = np.where(todo, self.starts.lengths, 0)
+        row = np.repeat(np.arange(self.n), lengths)
+        local = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        values = {}
+        for key, lists in (
+            ("start", self.starts),
+            ("end", self.ends),
+            ("word", self.word_ids),
+            ("owner", self.owner),
+        ):
+            values[key], null = lists.flat(todo)
+            if null is not None:
+                rejected.items(null, row, lambda t, x=lists: f"null in {x.name} (token {local[t]})")
+        start, end, own = values["start"], values["end"], values["owner"]
+
+        size = self.texts.lengths[row]
+        outside = (start < 0) | (start > size) | (end < 0) | (end > size)
+        rejected.items(
+            outside,
+            row,
+            lambda t: (
+                f"token {local[t]} at [{start[t]}, {end[t]}) is outside the text of "
+                f"{size[t]} characters"
+            ),
         )
-        leaves = [(values, index[keep]) for values, index in leaves]
-
-    # Words: the first sub-token's label and score, the largest end of their sub-tokens.
-    first = np.flatnonzero(S.word_starts(word, local == 0))
-    word_row = row[first]
-    word_start = tok_start[first]
-    word_end = np.maximum.reduceat(tok_end, first) if len(first) else tok_end[:0]
-    (label_leaf, label_at), (score_leaf, score_at) = leaves
-    labels = label_leaf[label_at[first]].astype(np.int64)
-    scores = score_leaf[score_at[first]].astype(np.float32)
-    unknown = (labels < 0) | (labels >= S.N_LABELS)
-    rejected.items(unknown, word_row, lambda w: f"unknown label id {labels[w]}")
-    if unknown.any():
-        keep = ~rejected.bad[word_row]
-        word_row, word_start, word_end, labels, scores = (
-            x[keep] for x in (word_row, word_start, word_end, labels, scores)
+        n_windows = self.windows.lengths[row]
+        no_window = (own < 0) | (own >= n_windows)
+        rejected.items(
+            no_window,
+            row,
+            lambda t: f"token {local[t]} is owned by window {own[t]}, but there are {n_windows[t]}",
         )
+        own = np.where(no_window, 0, own)
+        window_start, window_null = self.windows.numbers
+        at = self.windows.offsets[row] + own
+        if window_null is not None:
+            null = F.take(window_null, at, no_window, False)
+            rejected.items(null, row, lambda t: f"null in {C.I_WINDOW_STARTS}")
+        window_start = F.take(window_start, at, no_window, 0)
+        position = self.content_offset[row] + local - window_start
+        where = (row, local, own, position, window_start)
+        values["label_at"] = _predictions(self.ids, rejected, *where)
+        if _same_shape(self.ids, self.scores):  # as the classifier writes them: one index serves
+            values["score_at"] = values["label_at"]
+            _no_nulls(self.scores, values["score_at"], row, rejected)
+        else:
+            values["score_at"] = _predictions(self.scores, rejected, *where)
+        values.update(row=row, local=local)
+        return _rows_kept(values, values["row"], rejected)
 
-    segment = S.segment_of_words(word_row, word_start, segment_row, segment_start)
-    breaks = np.ones(len(word_row), dtype=bool)
-    breaks[1:] = (word_row[1:] != word_row[:-1]) | (segment[1:] != segment[:-1])
-    types, inside = S.TYPE_OF[labels], S.IS_INSIDE[labels]
-    repaired = S.repair_bio(types, inside, breaks)
-    repairs = np.bincount(word_row[repaired], minlength=n).astype(np.int32)
+    def words(self, tokens: dict[str, np.ndarray], rejected: _Rejections) -> dict[str, np.ndarray]:
+        """One entry per word: the first sub-token's label and score, the largest end of all."""
+        first = np.flatnonzero(S.word_starts(tokens["word"], tokens["local"] == 0))
+        end = tokens["end"]
+        labels = self.ids.child.numbers[0][tokens["label_at"][first]].astype(np.int64)
+        unknown = (labels < 0) | (labels >= S.N_LABELS)
+        rejected.items(unknown, tokens["row"][first], lambda w: f"unknown label id {labels[w]}")
+        words = {
+            "row": tokens["row"][first],
+            "start": tokens["start"][first],
+            "end": np.maximum.reduceat(end, first) if len(first) else end[:0],
+            "label": labels,
+            "score": self.scores.child.numbers[0][tokens["score_at"][first]].astype(np.float32),
+        }
+        return _rows_kept(words, words["row"], rejected)
 
-    first_word, last_word, first_member = S.mention_words(types, inside, repaired)
-    members = np.flatnonzero(types >= 0)
-    span_row = word_row[first_word]
-    span_start = word_start[first_word]
-    span_end = texts.extend_over_marks(span_row, word_end[last_word])
-    # Column names: the segment's name, or "" (appended last) for a document without any.
-    names = pa.concat_arrays([segments.array.values.cast(pa.string()), pa.array([""])])
-    column = _column_index(segment[first_word], span_row, segment_row, segments, len(names) - 1)
-    struct = pa.StructArray.from_arrays(
-        [
-            pa.array(span_start.astype(np.int32)),
-            pa.array(span_end.astype(np.int32)),
-            S.TYPE_NAMES.take(pa.array(types[first_word])),
-            texts.slices(span_row, span_start, span_end),
-            pa.array(S.mean_scores(scores, members, first_member).astype(np.float32)),
-            names.take(pa.array(column)),
-        ],
-        fields=list(C.ENTITY_TYPE),
-    )
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(np.bincount(span_row, minlength=n), out=offsets[1:])
-    entities = pa.ListArray.from_arrays(pa.array(offsets), struct, type=pa.list_(C.ENTITY_TYPE))
-    return entities, repairs, rejected.reasons
+    def entities(self, words: dict[str, np.ndarray], segments: dict[str, np.ndarray]) -> pa.Array:
+        """The mentions of ``words`` as a ``list<entity>`` per row; sets ``words["repairs"]``."""
+        row = words["row"]
+        segment = S.segment_of_words(
+            row, words["start"], segments["start"], segments["first"], segments["count"]
+        )
+        breaks = np.ones(len(row), dtype=bool)
+        breaks[1:] = (row[1:] != row[:-1]) | (segment[1:] != segment[:-1])
+        types, inside = S.TYPE_OF[words["label"]], S.IS_INSIDE[words["label"]]
+        repaired = S.repair_bio(types, inside, breaks)
+        words["repairs"] = np.bincount(row[repaired], minlength=self.n).astype(np.int32)
+
+        members, first_member, first_word, last_word = S.mention_words(types, inside, repaired)
+        span_row = row[first_word]
+        span_start = words["start"][first_word]
+        span_end = self.texts.extend_over_marks(span_row, words["end"][last_word])
+        score = S.mean_scores(words["score"], members, first_member)
+        # Column names: the segment's, or "" (appended last) for a row without segments.
+        names = self.segment_names.array.values.cast(pa.string())
+        names = pa.concat_arrays([names, pa.array([""])])
+        span_segment = segment[first_word]
+        column = F.take(segments["name"], span_segment, span_segment < 0, len(names) - 1)
+        struct = pa.StructArray.from_arrays(
+            [
+                pa.array(span_start.astype(np.int32)),
+                pa.array(span_end.astype(np.int32)),
+                S.TYPE_NAMES.take(pa.array(types[first_word])),
+                self.texts.slices(span_row, span_start, span_end),
+                pa.array(score.astype(np.float32)),
+                names.take(pa.array(column)),
+            ],
+            fields=list(C.ENTITY_TYPE),
+        )
+        offsets = np.zeros(self.n + 1, dtype=np.int32)
+        np.cumsum(np.bincount(span_row, minlength=self.n), out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), struct, type=pa.list_(C.ENTITY_TYPE))
 
 
-def _predictions(lists, rejected, row, local, own, position, window_start):
-    """Leaf values of a ``list<list<>>`` prediction column and each token's index into them.
+def _predictions(lists, rejected, row, local, own, position, window_start) -> np.ndarray:
+    """Each token's index into the leaf values of a ``list<list<>>`` prediction column.
 
     Rejects the rows where a token's owner window has no prediction at its position.
     """
     what = "label predictions" if lists.name == C.I_PRED_IDS else "scores"
-    inner = lists.child()
-    leaf, leaf_null = inner.numbers()
+    inner = lists.child
     missing = own >= lists.lengths[row]
     window = lists.offsets[row] + own
-    size = _take(inner.lengths, window, missing, 0)
-    short = missing | _take(inner.null, window, missing, True) | (position < 0) | (position >= size)
+    size = F.take(inner.lengths, window, missing, 0)
+    short = (
+        missing | F.take(inner.null, window, missing, True) | (position < 0) | (position >= size)
+    )
     rejected.items(
         short,
         row,
@@ -265,49 +271,35 @@ def _predictions(lists, rejected, row, local, own, position, window_start):
             f"but owns token {local[t]} (at {position[t]})"
         ),
     )
-    index = np.where(short, 0, _take(inner.offsets, window, missing, 0) + position)
-    if leaf_null is not None:
-        null = _take(leaf_null, index, short, False)
-        rejected.items(null, row, lambda t: f"null in {lists.name}")
-    return leaf, index
+    index = np.where(short, 0, F.take(inner.offsets, window, missing, 0) + position)
+    _no_nulls(lists, np.where(short, -1, index), row, rejected)
+    return index
 
 
-def _column_index(segment, span_row, segment_row, segments, default):
-    """Index into the segment names (then ``default``) of the column each span starts in."""
-    if len(segment) == 0:
-        return np.zeros(0, dtype=np.int64)
-    row_first = np.searchsorted(segment_row, span_row, side="left")
-    found = segment >= 0
-    return np.where(found, segments.offsets[span_row] + (segment - row_first), default)
+def _same_shape(a: F.ListColumn, b: F.ListColumn) -> bool:
+    """True when both ``list<list<>>`` columns hold lists of the same sizes at the same offsets."""
+    a_inner, b_inner = a.child, b.child
+    return (
+        np.array_equal(a.offsets, b.offsets)
+        and np.array_equal(a_inner.offsets, b_inner.offsets)
+        and np.array_equal(a_inner.null, b_inner.null)
+    )
 
 
-def _take(values: np.ndarray, index: np.ndarray, invalid: np.ndarray, fill) -> np.ndarray:
-    """``values[index]``, and ``fill`` where ``invalid`` (there ``index`` may be out of bounds)."""
-    if not invalid.any():
-        return values[index]
-    out = np.full(len(index), fill, dtype=values.dtype)
-    out[~invalid] = values[index[~invalid]]
-    return out
+def _no_nulls(
+    lists: F.ListColumn, index: np.ndarray, row: np.ndarray, rejected: _Rejections
+) -> None:
+    """Rejects the rows where a token's prediction (``index`` into the leaves, -1: none) is null."""
+    null = lists.child.numbers[1]
+    if null is not None:
+        used = index >= 0
+        rejected.items(F.take(null, index, ~used, False), row, lambda t: f"null in {lists.name}")
 
 
-def _combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
-def _nulls(array: pa.Array) -> np.ndarray:
-    if array.null_count == 0:
-        return np.zeros(len(array), dtype=bool)
-    return array.is_null().to_numpy(zero_copy_only=False)
-
-
-def _numbers(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
-    """Numeric values as numpy (zero-copy where Arrow allows), nulls as 0, and the null mask."""
-    if pa.types.is_null(array.type):
-        return np.zeros(len(array), dtype=np.int64), np.ones(len(array), dtype=bool)
-    if array.null_count == 0:
-        return array.to_numpy(zero_copy_only=False), None
-    null = _nulls(array)
-    return pc.fill_null(array, 0).to_numpy(zero_copy_only=False), null
+def _rows_kept(arrays: dict[str, np.ndarray], row: np.ndarray, rejected: _Rejections):
+    """``arrays`` (one entry per item of ``row``) without the items of rejected rows."""
+    keep = ~rejected.bad[row]
+    return arrays if keep.all() else {key: value[keep] for key, value in arrays.items()}
 
 
 class SpanDecodeStage:
@@ -338,11 +330,11 @@ class SpanDecodeStage:
         table = C.as_table(batch)
         C.require_columns(table, self.NEEDS, "SpanDecodeStage")
         n = table.num_rows
-        status = _combined(table.column(C.I_STATUS)).cast(pa.string())
+        status = F.combined(table.column(C.I_STATUS)).cast(pa.string())
         ok = pc.fill_null(pc.equal(status, C.STATUS_OK), False).to_numpy(zero_copy_only=False)
         entities, repairs, rejected = decode_batch(table, np.asarray(ok, dtype=bool))
         if C.I_REASON in table.column_names:
-            reason = _combined(table.column(C.I_REASON)).cast(pa.string())
+            reason = F.combined(table.column(C.I_REASON)).cast(pa.string())
         else:
             reason = pa.array([""] * n, pa.string())
         if rejected:

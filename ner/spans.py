@@ -54,8 +54,8 @@ def repair_bio(types: np.ndarray, inside: np.ndarray, breaks: np.ndarray) -> np.
 
 def mention_words(
     types: np.ndarray, inside: np.ndarray, repaired: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index of each mention's first and last word, and the words of all mentions in order.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The words in mentions, where each mention starts among them, its first and last word.
 
     After repair every ``I-`` word continues the mention of the word before it, so
     the non-``O`` words split into mentions exactly where a ``B-`` (or repaired) word
@@ -67,7 +67,7 @@ def mention_words(
     last_member = np.empty_like(first_member)
     last_member[:-1] = first_member[1:] - 1
     last_member[-1:] = len(members) - 1
-    return members[first_member], members[last_member], first_member
+    return members, first_member, members[first_member], members[last_member]
 
 
 def mean_scores(scores: np.ndarray, members: np.ndarray, first_member: np.ndarray) -> np.ndarray:
@@ -82,27 +82,24 @@ def mean_scores(scores: np.ndarray, members: np.ndarray, first_member: np.ndarra
 def segment_of_words(
     word_row: np.ndarray,
     word_start: np.ndarray,
-    segment_row: np.ndarray,
     segment_start: np.ndarray,
+    row_first: np.ndarray,
+    row_count: np.ndarray,
 ) -> np.ndarray:
     """Per word, the index into ``segment_start`` of the text column it starts in; -1 if none.
 
-    A word falls in the last segment of its row that starts at or before it (the
-    first one if it starts before all of them). Segments must be sorted by row and,
-    within a row, by start.
+    Row ``r`` has the columns ``row_first[r]`` to ``row_first[r] + row_count[r] - 1``,
+    sorted by start. A word falls in the last one that starts at or before it (the
+    first one if it starts before all of them).
     """
-    if len(segment_row) == 0:
-        return np.full(len(word_row), -1, dtype=np.int64)
-    # One sorted key per (row, position); positions are int32, so 2**33 keeps rows apart.
-    shift = np.int64(2**32)
-    keys = segment_row.astype(np.int64) * (2 * shift) + (segment_start + shift)
-    wanted = word_row.astype(np.int64) * (2 * shift) + (word_start + shift)
-    found = np.searchsorted(keys, wanted, side="right") - 1
-    row_first = np.searchsorted(segment_row, word_row, side="left")
-    has_segment = (row_first < len(segment_row)) & (
-        segment_row[np.minimum(row_first, len(segment_row) - 1)] == word_row
-    )
-    return np.where(has_segment, np.maximum(found, row_first), -1)
+    count = row_count[word_row]
+    base = row_first[word_row]
+    segment = np.where(count > 0, base, -1)
+    # The columns are the job's text columns (title, abstract, ...): one pass per column.
+    for k in range(1, int(count.max(initial=0))):
+        has = count > k
+        segment += has & (word_start >= segment_start[np.where(has, base + k, 0)])
+    return segment
 
 
 class Texts:

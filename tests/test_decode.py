@@ -324,3 +324,78 @@ def test_label_lookups_follow_the_label_scheme():
         kind = S.TYPE_NAMES[S.TYPE_OF[label_id]].as_py() if S.TYPE_OF[label_id] >= 0 else None
         assert kind == (None if label == "O" else label[2:])
         assert S.IS_INSIDE[label_id] == label.startswith("I-")
+
+
+def _table(**cells):
+    """A batch of one ok document "a b c" (one window, B-Chemical I-Chemical O), cells overridden."""
+    row = {
+        C.DOC_ID: "d",
+        C.I_TEXT: "a b c",
+        C.I_STATUS: "ok",
+        C.I_SEGMENTS: ["title", "abstract"],
+        C.I_SEGMENT_STARTS: [0, 2],
+        C.I_TOKEN_START: [0, 2, 4],
+        C.I_TOKEN_END: [1, 3, 5],
+        C.I_WORD_IDS: [0, 1, 2],
+        C.I_OWNER: [0, 0, 0],
+        C.I_WINDOW_STARTS: [0],
+        C.I_CONTENT_OFFSET: 1,
+        C.I_PRED_IDS: [[OUT, BC, IC, OUT, OUT]],
+        C.I_PRED_SCORES: [[1.0, 0.9, 0.8, 0.7, 1.0]],
+    }
+    row.update(cells)
+    types = {
+        C.I_SEGMENTS: pa.list_(pa.string()),
+        C.I_PRED_IDS: pa.list_(pa.list_(pa.int16())),
+        C.I_PRED_SCORES: pa.list_(pa.list_(pa.float32())),
+        C.I_CONTENT_OFFSET: pa.int32(),
+    }
+    return pa.table({k: pa.array([v], types.get(k, _I32 if isinstance(v, list) else None)) for k, v in row.items()})  # fmt: skip
+
+
+def test_the_baseline_document():
+    row = SpanDecodeStage()(_table()).to_pylist()[0]
+    assert [(e["text"], e["column"]) for e in row[C.ENTITIES]] == [
+        ("a", "title"),
+        ("b", "abstract"),
+    ]
+    assert row["_bio_repairs"] == 1 and row[C.STATUS] == "ok"
+
+
+@pytest.mark.parametrize(
+    "cells,message",
+    [
+        ({C.I_PRED_IDS: None}, "no _pred_ids"),
+        ({C.I_PRED_SCORES: [[1.0, 0.9, None, 0.7, 1.0]]}, "null in _pred_scores"),
+        ({C.I_PRED_IDS: [[OUT, BC, IC, OUT, OUT], [OUT]]}, None),  # a window no token owns: fine
+        ({C.I_OWNER: [0, 0, 1]}, "owned by window 1, but there are 1"),
+        ({C.I_OWNER: [0, 0]}, "2 _owner for 3 tokens"),
+        ({C.I_WORD_IDS: [0, None, 1]}, "null in _word_ids"),
+        ({C.I_TOKEN_END: [1, 3, 6]}, "outside the text of 5 characters"),
+        ({C.I_SEGMENT_STARTS: [2, 0]}, "segment starts are not in order"),
+        ({C.I_SEGMENT_STARTS: [0]}, "1 segment starts for 2 segments"),
+        ({C.I_CONTENT_OFFSET: 3}, "window 0 (start 0) has 5 label predictions"),
+        ({C.I_TEXT: None}, "no _text"),
+    ],
+)
+def test_cells_that_do_not_fit_reject_only_their_document(cells, message):
+    good = _table()
+    batch = pa.concat_tables([good, _table(**cells).cast(good.schema), good])
+    rows = SpanDecodeStage()(batch).to_pylist()
+    assert [r[C.STATUS] for r in rows] == ["ok", "ok" if message is None else "rejected", "ok"]
+    assert rows[0][C.ENTITIES] == rows[2][C.ENTITIES] and len(rows[0][C.ENTITIES]) == 2
+    if message is not None:
+        assert rows[1][C.ENTITIES] == [] and rows[1]["_bio_repairs"] == 0
+        assert rows[1][C.I_REASON].startswith("decode error: ") and message in rows[1][C.I_REASON]
+
+
+def test_documents_not_ok_are_not_looked_at():
+    broken = {C.I_SEGMENT_STARTS: [2, 0], C.I_PRED_IDS: [], C.I_OWNER: [5], C.I_TEXT: None}
+    rows = SpanDecodeStage()(_table(**broken, **{C.I_STATUS: "rejected"})).to_pylist()
+    assert (rows[0][C.STATUS], rows[0][C.ENTITIES], rows[0][C.I_REASON]) == ("rejected", [], "")
+
+
+def test_a_batch_of_python_lists_decodes_as_a_typed_one():
+    typed = _table()
+    loose = {name: typed.column(name).to_pylist() for name in typed.column_names}
+    assert SpanDecodeStage()(loose).to_pylist() == SpanDecodeStage()(typed).to_pylist()
