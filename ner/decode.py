@@ -230,7 +230,7 @@ class _Batch:
         span_end = self.texts.extend_over_marks(span_row, words["end"][last_word])
         score = S.mean_scores(words["score"], members, first_member)
         # Column names: the segment's, or "" (appended last) for a row without segments.
-        names = self.segment_names.array.values.cast(pa.string())
+        names = self.segment_names.values.cast(pa.string())
         names = pa.concat_arrays([names, pa.array([""])])
         span_segment = segment[first_word]
         column = F.take(segments["name"], span_segment, span_segment < 0, len(names) - 1)

@@ -14,7 +14,11 @@ import pyarrow.compute as pc
 
 
 class ListColumn:
-    """A list column of the batch: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``."""
+    """A list column of the batch: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
+
+    ``values`` holds the batch's values only, also when the column is a slice of a
+    larger array (as Ray hands batches out), so the work stays proportional to the batch.
+    """
 
     def __init__(self, column: pa.Array | pa.ChunkedArray, name: str):
         array = combined(column)
@@ -23,27 +27,26 @@ class ListColumn:
         if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
             raise TypeError(f"column {name} is {array.type}, not a list")
         self.name = name
-        self.array = array
-        self.offsets = array.offsets.to_numpy().astype(np.int64)
+        offsets = array.offsets.to_numpy().astype(np.int64)
+        begin, end = (int(offsets[0]), int(offsets[-1])) if len(offsets) else (0, 0)
+        self.values = array.values.slice(begin, end - begin)
+        self.offsets = offsets - begin if len(offsets) else np.zeros(1, dtype=np.int64)
         self.lengths = np.diff(self.offsets)
         self.null = null_mask(array)
 
     @cached_property
     def child(self) -> ListColumn:
         """The lists inside (``list<list<...>>``): one row per inner list."""
-        return ListColumn(self.array.values, self.name)
+        return ListColumn(self.values, self.name)
 
     @cached_property
     def numbers(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """All values (nulls as 0) and their null mask, None when there are no nulls."""
-        return numbers(self.array.values)
+        """The values as numbers (nulls as 0) and their null mask, None without nulls."""
+        return numbers(self.values)
 
     def flat(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The values of ``rows`` (a row mask) concatenated, and their null mask."""
         values, null = self.numbers
-        begin, end = self.offsets[0], self.offsets[-1]
-        values = values[begin:end]
-        null = None if null is None else null[begin:end]
         if np.any(self.lengths[~rows]):
             keep = np.repeat(rows, self.lengths)
             values = values[keep]
@@ -61,7 +64,10 @@ def take(values: np.ndarray, index: np.ndarray, invalid: np.ndarray, fill) -> np
 
 
 def combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    """One array; a single chunk as it is (a slice of a larger array, often: no copy)."""
+    if not isinstance(column, pa.ChunkedArray):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def null_mask(array: pa.Array) -> np.ndarray:
