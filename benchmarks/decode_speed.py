@@ -1,6 +1,6 @@
 """Speed of span decoding: the vectorised ``ner.decode`` against the per-document decoder before it.
 
-python -m benchmarks.decode_speed [--tokens 1000000] [--batch-docs 64] [--repeat 3]
+python -m benchmarks.decode_speed [--tokens 1000000] [--batch-docs 64] [--repeat 5]
 
 The batch is real: the 500 sample abstracts (title and abstract) through
 ``TokenizeStage`` with the embedded tokenizer (512-token windows, stride 128),
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=1_000_000, help="about this many sub-tokens")
     parser.add_argument("--batch-docs", type=int, default=64, help="documents per decode call")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each decoder; best counts")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each decoder; best counts")
     args = parser.parse_args(argv)
 
     began = time.perf_counter()
