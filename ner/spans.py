@@ -71,7 +71,7 @@ def mention_words(
 
 
 def mean_scores(scores: np.ndarray, members: np.ndarray, first_member: np.ndarray) -> np.ndarray:
-    """Mean word score of each mention (in float64, as ``np.mean`` of Python floats was)."""
+    """Mean word score of each mention, averaged in float64 (the output stores float32)."""
     if len(first_member) == 0:
         return np.zeros(0, dtype=np.float64)
     values = scores[members].astype(np.float64)
@@ -120,9 +120,10 @@ class Texts:
             offset_type = np.int32
         n = len(array)
         buffers = array.buffers()
-        offsets = np.frombuffer(buffers[1], offset_type)[array.offset : array.offset + n + 1]
-        if n == 0:
-            offsets = np.zeros(1, dtype=offset_type)
+        if n == 0 or buffers[1] is None:
+            offsets = np.zeros(n + 1, dtype=offset_type)
+        else:
+            offsets = np.frombuffer(buffers[1], offset_type)[array.offset : array.offset + n + 1]
         data = np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None else np.zeros(0)
         self.data = data[offsets[0] : offsets[-1]].astype(np.uint8, copy=False)
         byte_offsets = offsets.astype(np.int64) - offsets[0]
