@@ -1,199 +1,305 @@
 """Span decoding: window predictions -> document tokens -> words -> valid BIO -> character spans.
 
-Pure functions over numpy arrays and character offsets: no torch, no Ray, so every
-case is tested on hand-built arrays.
-
 1. Merge windows: each document token takes the prediction of its owner window,
    the one where it sits furthest from an edge that cut context
    (:func:`ner.windowing.assign_owners`).
 2. Words: a word takes the label and probability of its first sub-token (as the
-   model was trained); a span always covers whole words.
+   model was trained); a span always covers whole words, up to the largest end of
+   their sub-tokens.
 3. BIO repair: an ``I-X`` that does not continue an ``X`` mention (after ``O``,
    after another type, at the start, or at the first word of another text column)
-   is read as ``B-X``. This keeps the model's type and boundary where a
-   transition-constrained decode would have to pick one of them to drop.
+   is read as ``B-X`` and counted in ``_bio_repairs``. This keeps the model's type
+   and boundary where a transition-constrained decode would have to pick one of
+   them to drop.
 4. Spans: ``[start, end)`` into the original Python string (code points), the
-   entity text ``text[start:end]``, its type, and the mean first-sub-token
-   probability of its words. Tokenizer offsets already skip what normalisation
-   removes (accents, control characters); a span end is extended over combining
-   marks that follow it, so ``cafe`` + U+0301 is not cut in half.
+   entity text ``text[start:end]``, its type, the mean first-sub-token
+   probability of its words, and the text column it starts in. Tokenizer offsets
+   already skip what normalisation removes (accents, control characters); a span
+   end is extended over combining marks that follow it, so ``cafe`` + U+0301 is
+   not cut in half.
+
+A batch is decoded as a whole: every list column is read as its flat Arrow values
+and row offsets, and the steps are numpy passes over all sub-tokens of the batch
+(:mod:`ner.spans`), because a loop per document and token in Python made this
+stage the job's bottleneck on GPU nodes. A document with status ``ok`` whose
+columns do not fit together (predictions missing or too short for the tokens its
+windows own, an unknown label id, offsets outside its text, ...) becomes
+``rejected`` with a ``decode error: ...`` reason; the rest of the batch is decoded.
 """
 
 from __future__ import annotations
 
-import unicodedata
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ner import columns as C
-from ner.labels import ID2LABEL, OUTSIDE, entity_type
+from ner import flat_columns as F
+from ner import spans as S
 
 
-@dataclass(frozen=True)
-class Span:
-    """One entity: ``text == document[start:end]``."""
+class _Rejections:
+    """Rows that must become ``rejected``, each with the first problem found."""
 
-    start: int
-    end: int
-    label: str
-    text: str
-    score: float
-    column: str = ""
+    def __init__(self, n: int):
+        self.bad = np.zeros(n, dtype=bool)
+        self.reasons: dict[int, str] = {}
+
+    def rows(self, mask: np.ndarray, describe: Callable[[int], str]) -> None:
+        for row in np.flatnonzero(mask & ~self.bad):
+            self.reasons[int(row)] = "decode error: " + describe(int(row))
+        self.bad |= mask
+
+    def items(self, mask: np.ndarray, row_of: np.ndarray, describe: Callable[[int], str]) -> None:
+        """Reject the rows of the flagged items (tokens or words), named by their first one."""
+        flagged = np.flatnonzero(mask)
+        if len(flagged) == 0:
+            return
+        rows, first = np.unique(row_of[flagged], return_index=True)
+        for row, item in zip(rows.tolist(), flagged[first].tolist(), strict=True):
+            if not self.bad[row]:
+                self.reasons[row] = "decode error: " + describe(item)
+        self.bad[rows] = True
 
 
-@dataclass(frozen=True)
-class Word:
-    start: int
-    end: int
-    label: str
-    score: float
+def decode_batch(table: pa.Table, ok: np.ndarray) -> tuple[pa.Array, np.ndarray, dict[int, str]]:
+    """Per row of ``table``: its entities and BIO repairs; and the rows rejected, with why.
 
-
-def merge_windows(
-    owner: Sequence[int],
-    window_starts: Sequence[int],
-    window_label_ids: Sequence[Sequence[int]],
-    window_scores: Sequence[Sequence[float]],
-    content_offset: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per document token: the label id and probability its owner window predicted.
-
-    ``window_label_ids[w][content_offset + k]`` is the prediction for document
-    token ``window_starts[w] + k`` (``content_offset`` skips ``[CLS]``).
+    Only rows where ``ok`` is set are decoded; the others get no entities.
     """
-    owner = np.asarray(owner, dtype=np.int64)
-    labels = np.zeros(len(owner), dtype=np.int64)
-    scores = np.zeros(len(owner), dtype=np.float32)
-    for w, start in enumerate(window_starts):
-        tokens = np.nonzero(owner == w)[0]
-        if len(tokens) == 0:
-            continue
-        index = content_offset + tokens - start
-        window_labels = np.asarray(window_label_ids[w])
-        if index.min() < 0 or index.max() >= len(window_labels):
-            raise ValueError(
-                f"window {w} (start {start}) has {len(window_labels)} predictions, "
-                f"but owns tokens {tokens.min()}..{tokens.max()}"
-            )
-        labels[tokens] = window_labels[index]
-        scores[tokens] = np.asarray(window_scores[w], dtype=np.float32)[index]
-    return labels, scores
+    batch = _Batch(table)
+    rejected = _Rejections(table.num_rows)
+    todo = batch.check_rows(ok, rejected)
+    segments = batch.segments(todo, rejected)
+    tokens = batch.tokens(todo & ~rejected.bad, rejected)
+    words = batch.words(tokens, rejected)
+    return batch.entities(words, segments), words["repairs"], rejected.reasons
 
 
-def to_words(
-    labels: Sequence[int],
-    scores: Sequence[float],
-    word_ids: Sequence[int],
-    token_starts: Sequence[int],
-    token_ends: Sequence[int],
-    id2label: Mapping[int, str] = ID2LABEL,
-) -> list[Word]:
-    """Group sub-tokens into words: the first sub-token's label and score, the word's full extent."""
-    words: list[Word] = []
-    previous = None
-    for t, word in enumerate(word_ids):
-        if word == previous and word != -1 and words:
-            last = words[-1]
-            words[-1] = Word(last.start, max(last.end, int(token_ends[t])), last.label, last.score)
-            continue
-        words.append(
-            Word(
-                int(token_starts[t]), int(token_ends[t]), id2label[int(labels[t])], float(scores[t])
-            )
+class _Batch:
+    """The columns decoding reads, as flat numpy arrays and row offsets, and the decoding steps."""
+
+    def __init__(self, table: pa.Table):
+        self.n = table.num_rows
+        text = F.combined(table.column(C.I_TEXT))
+        self.texts = S.Texts(text)
+        self.text_null = F.null_mask(text)
+        self.starts, self.ends, self.word_ids, self.owner = (
+            F.ListColumn(table.column(name), name)
+            for name in (C.I_TOKEN_START, C.I_TOKEN_END, C.I_WORD_IDS, C.I_OWNER)
         )
-        previous = word
-    return words
+        self.windows = F.ListColumn(table.column(C.I_WINDOW_STARTS), C.I_WINDOW_STARTS)
+        self.ids = F.ListColumn(table.column(C.I_PRED_IDS), C.I_PRED_IDS)
+        self.scores = F.ListColumn(table.column(C.I_PRED_SCORES), C.I_PRED_SCORES)
+        self.segment_names = F.ListColumn(table.column(C.I_SEGMENTS), C.I_SEGMENTS)
+        self.segment_starts = F.ListColumn(table.column(C.I_SEGMENT_STARTS), C.I_SEGMENT_STARTS)
+        offset = F.combined(table.column(C.I_CONTENT_OFFSET))
+        self.content_offset, self.content_null = F.numbers(offset)
+
+    def check_rows(self, ok: np.ndarray, rejected: _Rejections) -> np.ndarray:
+        """The rows to decode, once those whose cells are missing or of unequal lengths are rejected."""
+        # An ok document without tokens has no entities and needs nothing else.
+        todo = ok & ((self.starts.lengths > 0) | self.starts.null)
+        token_lists = (self.starts, self.ends, self.word_ids, self.owner)
+        nulls = [(C.I_TEXT, self.text_null), (C.I_CONTENT_OFFSET, self.content_null)]
+        nulls += [(x.name, x.null) for x in (*token_lists, self.windows, self.ids, self.scores)]
+        for name, null in nulls:
+            if null is not None:
+                rejected.rows(todo & null, lambda row, name=name: f"no {name}")
+        for lists in token_lists[1:]:
+            rejected.rows(
+                todo & (lists.lengths != self.starts.lengths),
+                lambda row, x=lists: (
+                    f"{x.lengths[row]} {x.name} for {self.starts.lengths[row]} tokens"
+                ),
+            )
+        names, starts = self.segment_names, self.segment_starts
+        rejected.rows(
+            todo & (names.lengths > 0) & (starts.null | (starts.lengths != names.lengths)),
+            lambda row: f"{starts.lengths[row]} segment starts for {names.lengths[row]} segments",
+        )
+        return todo & ~rejected.bad
+
+    def segments(self, todo: np.ndarray, rejected: _Rejections) -> dict[str, np.ndarray]:
+        """The text columns of the rows decoded: each one's start, row, and name index.
+
+        A row without segment names is one unnamed column (no segments here).
+        """
+        named = todo & (self.segment_names.lengths > 0)
+        counts = np.where(named, self.segment_starts.lengths, 0)
+        row = np.repeat(np.arange(self.n), counts)
+        start, _ = self.segment_starts.flat(named)
+        unsorted = np.zeros(len(row), dtype=bool)
+        unsorted[1:] = (start[1:] < start[:-1]) & (row[1:] == row[:-1])
+        if unsorted.any():  # reject those rows, and leave them out: the lookup needs order
+            rejected.items(unsorted, row, lambda k: "segment starts are not in order")
+            return self.segments(todo & ~rejected.bad, rejected)
+        first = np.cumsum(counts) - counts
+        name = self.segment_names.offsets[row] + (np.arange(len(row)) - first[row])
+        return {"start": start, "first": first, "count": counts, "name": name}
+
+    def tokens(self, todo: np.ndarray, rejected: _Rejections) -> dict[str, np.ndarray]:
+        """One entry per sub-token of the rows decoded, with where its prediction is.
+
+        Rejects the rows where a token is outside its text, owned by no window, or
+        owned by a window without a prediction at its position.
+        """
+        lengths = np.where(todo, self.starts.lengths, 0)
+        row = np.repeat(np.arange(self.n), lengths)
+        local = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        values = {}
+        for key, lists in (
+            ("start", self.starts),
+            ("end", self.ends),
+            ("word", self.word_ids),
+            ("owner", self.owner),
+        ):
+            values[key], null = lists.flat(todo)
+            if null is not None:
+                rejected.items(null, row, lambda t, x=lists: f"null in {x.name} (token {local[t]})")
+        start, end, own = values["start"], values["end"], values["owner"]
+
+        size = self.texts.lengths[row]
+        outside = (start < 0) | (start > size) | (end < 0) | (end > size)
+        rejected.items(
+            outside,
+            row,
+            lambda t: (
+                f"token {local[t]} at [{start[t]}, {end[t]}) is outside the text of "
+                f"{size[t]} characters"
+            ),
+        )
+        n_windows = self.windows.lengths[row]
+        no_window = (own < 0) | (own >= n_windows)
+        rejected.items(
+            no_window,
+            row,
+            lambda t: f"token {local[t]} is owned by window {own[t]}, but there are {n_windows[t]}",
+        )
+        own = np.where(no_window, 0, own)
+        window_start, window_null = self.windows.numbers
+        at = self.windows.offsets[row] + own
+        if window_null is not None:
+            null = F.take(window_null, at, no_window, False)
+            rejected.items(null, row, lambda t: f"null in {C.I_WINDOW_STARTS}")
+        window_start = F.take(window_start, at, no_window, 0)
+        position = self.content_offset[row] + local - window_start
+        where = (row, local, own, position, window_start)
+        values["label_at"] = _predictions(self.ids, rejected, *where)
+        if _same_shape(self.ids, self.scores):  # as the classifier writes them: one index serves
+            values["score_at"] = values["label_at"]
+            _no_nulls(self.scores, values["score_at"], row, rejected)
+        else:
+            values["score_at"] = _predictions(self.scores, rejected, *where)
+        values.update(row=row, local=local)
+        return _rows_kept(values, values["row"], rejected)
+
+    def words(self, tokens: dict[str, np.ndarray], rejected: _Rejections) -> dict[str, np.ndarray]:
+        """One entry per word: the first sub-token's label and score, the largest end of all."""
+        first = np.flatnonzero(S.word_starts(tokens["word"], tokens["local"] == 0))
+        end = tokens["end"]
+        labels = self.ids.child.numbers[0][tokens["label_at"][first]].astype(np.int64)
+        unknown = (labels < 0) | (labels >= S.N_LABELS)
+        rejected.items(unknown, tokens["row"][first], lambda w: f"unknown label id {labels[w]}")
+        words = {
+            "row": tokens["row"][first],
+            "start": tokens["start"][first],
+            "end": np.maximum.reduceat(end, first) if len(first) else end[:0],
+            "label": labels,
+            "score": self.scores.child.numbers[0][tokens["score_at"][first]].astype(np.float32),
+        }
+        return _rows_kept(words, words["row"], rejected)
+
+    def entities(self, words: dict[str, np.ndarray], segments: dict[str, np.ndarray]) -> pa.Array:
+        """The mentions of ``words`` as a ``list<entity>`` per row; sets ``words["repairs"]``."""
+        row = words["row"]
+        segment = S.segment_of_words(
+            row, words["start"], segments["start"], segments["first"], segments["count"]
+        )
+        breaks = np.ones(len(row), dtype=bool)
+        breaks[1:] = (row[1:] != row[:-1]) | (segment[1:] != segment[:-1])
+        types, inside = S.TYPE_OF[words["label"]], S.IS_INSIDE[words["label"]]
+        repaired = S.repair_bio(types, inside, breaks)
+        words["repairs"] = np.bincount(row[repaired], minlength=self.n).astype(np.int32)
+
+        members, first_member, first_word, last_word = S.mention_words(types, inside, repaired)
+        span_row = row[first_word]
+        span_start = words["start"][first_word]
+        span_end = self.texts.extend_over_marks(span_row, words["end"][last_word])
+        score = S.mean_scores(words["score"], members, first_member)
+        # Column names: the segment's, or "" (appended last) for a row without segments.
+        names = self.segment_names.values.cast(pa.string())
+        names = pa.concat_arrays([names, pa.array([""])])
+        span_segment = segment[first_word]
+        column = F.take(segments["name"], span_segment, span_segment < 0, len(names) - 1)
+        struct = pa.StructArray.from_arrays(
+            [
+                pa.array(span_start.astype(np.int32)),
+                pa.array(span_end.astype(np.int32)),
+                S.TYPE_NAMES.take(pa.array(types[first_word])),
+                self.texts.slices(span_row, span_start, span_end),
+                pa.array(score.astype(np.float32)),
+                names.take(pa.array(column)),
+            ],
+            fields=list(C.ENTITY_TYPE),
+        )
+        offsets = np.zeros(self.n + 1, dtype=np.int32)
+        np.cumsum(np.bincount(span_row, minlength=self.n), out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), struct, type=pa.list_(C.ENTITY_TYPE))
 
 
-def repair_bio(tags: Sequence[str], breaks: Sequence[bool] = ()) -> tuple[list[str], int]:
-    """Valid IOB2: an ``I-X`` not continuing an ``X`` mention becomes ``B-X``.
+def _predictions(lists, rejected, row, local, own, position, window_start) -> np.ndarray:
+    """Each token's index into the leaf values of a ``list<list<>>`` prediction column.
 
-    ``breaks[i]`` True means word ``i`` starts a new text column, so no mention
-    continues into it. Returns the tags and how many were changed.
+    Rejects the rows where a token's owner window has no prediction at its position.
     """
-    fixed: list[str] = []
-    changes = 0
-    previous = OUTSIDE
-    for i, tag in enumerate(tags):
-        new_column = i < len(breaks) and breaks[i]
-        if tag.startswith("I-") and (new_column or entity_type(previous) != tag[2:]):
-            tag = "B-" + tag[2:]
-            changes += 1
-        fixed.append(tag)
-        previous = tag
-    return fixed, changes
-
-
-def _extend_over_marks(text: str, end: int) -> int:
-    while end < len(text) and unicodedata.category(text[end]) in ("Mn", "Mc", "Me"):
-        end += 1
-    return end
-
-
-def segment_of(position: int, segment_starts: Sequence[int]) -> int:
-    """Index of the text column a character position falls in."""
-    index = 0
-    for k, start in enumerate(segment_starts):
-        if position >= start:
-            index = k
+    what = "label predictions" if lists.name == C.I_PRED_IDS else "scores"
+    inner = lists.child
+    missing = own >= lists.lengths[row]
+    window = lists.offsets[row] + own
+    size = F.take(inner.lengths, window, missing, 0)
+    short = (
+        missing | F.take(inner.null, window, missing, True) | (position < 0) | (position >= size)
+    )
+    rejected.items(
+        short,
+        row,
+        lambda t: (
+            f"window {own[t]} (start {window_start[t]}) has {size[t]} {what}, "
+            f"but owns token {local[t]} (at {position[t]})"
+        ),
+    )
+    index = np.where(short, 0, F.take(inner.offsets, window, missing, 0) + position)
+    _no_nulls(lists, np.where(short, -1, index), row, rejected)
     return index
 
 
-def words_to_spans(
-    text: str,
-    words: Sequence[Word],
-    segments: Sequence[str] = ("",),
-    segment_starts: Sequence[int] = (0,),
-) -> tuple[list[Span], int]:
-    """Character spans of the mentions in ``words`` (BIO repaired first); and the repair count."""
-    if not segments:
-        segments, segment_starts = ("",), (0,)
-    word_segment = [segment_of(w.start, segment_starts) for w in words]
-    breaks = [i > 0 and word_segment[i] != word_segment[i - 1] for i in range(len(words))]
-    tags, repairs = repair_bio([w.label for w in words], breaks)
-    spans: list[Span] = []
-    i = 0
-    while i < len(words):
-        if not tags[i].startswith("B-"):
-            i += 1
-            continue
-        kind = tags[i][2:]
-        j = i + 1
-        while j < len(words) and tags[j] == "I-" + kind:
-            j += 1
-        start = words[i].start
-        end = _extend_over_marks(text, words[j - 1].end)
-        score = float(np.mean([w.score for w in words[i:j]]))
-        spans.append(Span(start, end, kind, text[start:end], score, segments[word_segment[i]]))
-        i = j
-    return spans, repairs
-
-
-def decode_document(
-    text: str,
-    token_starts: Sequence[int],
-    token_ends: Sequence[int],
-    word_ids: Sequence[int],
-    owner: Sequence[int],
-    window_starts: Sequence[int],
-    window_label_ids: Sequence[Sequence[int]],
-    window_scores: Sequence[Sequence[float]],
-    content_offset: int = 1,
-    segments: Sequence[str] = ("",),
-    segment_starts: Sequence[int] = (0,),
-    id2label: Mapping[int, str] = ID2LABEL,
-) -> tuple[list[Span], int]:
-    """All steps for one document: its spans and the number of BIO repairs."""
-    if len(token_starts) == 0:
-        return [], 0
-    labels, scores = merge_windows(
-        owner, window_starts, window_label_ids, window_scores, content_offset
+def _same_shape(a: F.ListColumn, b: F.ListColumn) -> bool:
+    """True when both ``list<list<>>`` columns hold lists of the same sizes at the same offsets."""
+    a_inner, b_inner = a.child, b.child
+    return (
+        np.array_equal(a.offsets, b.offsets)
+        and np.array_equal(a_inner.offsets, b_inner.offsets)
+        and np.array_equal(a_inner.null, b_inner.null)
     )
-    words = to_words(labels, scores, word_ids, token_starts, token_ends, id2label)
-    return words_to_spans(text, words, segments, segment_starts)
+
+
+def _no_nulls(
+    lists: F.ListColumn, index: np.ndarray, row: np.ndarray, rejected: _Rejections
+) -> None:
+    """Rejects the rows where a token's prediction (``index`` into the leaves, -1: none) is null."""
+    null = lists.child.numbers[1]
+    if null is not None:
+        used = index >= 0
+        rejected.items(F.take(null, index, ~used, False), row, lambda t: f"null in {lists.name}")
+
+
+def _rows_kept(arrays: dict[str, np.ndarray], row: np.ndarray, rejected: _Rejections):
+    """``arrays`` (one entry per item of ``row``) without the items of rejected rows."""
+    keep = ~rejected.bad[row]
+    return arrays if keep.all() else {key: value[keep] for key, value in arrays.items()}
 
 
 class SpanDecodeStage:
@@ -223,49 +329,29 @@ class SpanDecodeStage:
     def __call__(self, batch) -> pa.Table:
         table = C.as_table(batch)
         C.require_columns(table, self.NEEDS, "SpanDecodeStage")
-        col = {name: table.column(name).to_pylist() for name in self.NEEDS}
-        status = col[C.I_STATUS]
-        reason = (
-            table.column(C.I_REASON).to_pylist()
-            if C.I_REASON in table.column_names
-            else [""] * table.num_rows
-        )
-        entities: list[list[dict]] = []
-        repairs: list[int] = []
-        for i in range(table.num_rows):
-            if status[i] != C.STATUS_OK:
-                entities.append([])
-                repairs.append(0)
-                continue
-            try:
-                spans, fixed = decode_document(
-                    col[C.I_TEXT][i],
-                    col[C.I_TOKEN_START][i],
-                    col[C.I_TOKEN_END][i],
-                    col[C.I_WORD_IDS][i],
-                    col[C.I_OWNER][i],
-                    col[C.I_WINDOW_STARTS][i],
-                    col[C.I_PRED_IDS][i],
-                    col[C.I_PRED_SCORES][i],
-                    col[C.I_CONTENT_OFFSET][i],
-                    col[C.I_SEGMENTS][i],
-                    col[C.I_SEGMENT_STARTS][i],
-                )
-            except Exception as err:  # recorded per document, never dropped
-                status[i] = C.STATUS_REJECTED
-                reason[i] = f"decode error: {type(err).__name__}: {err}"
-                spans, fixed = [], 0
-            entities.append([asdict(span) for span in spans])
-            repairs.append(fixed)
-        result = {
-            C.DOC_ID: table.column(C.DOC_ID),
-            C.ENTITIES: pa.array(entities, pa.list_(C.ENTITY_TYPE)),
-            C.STATUS: pa.array(status, pa.string()),
-        }
+        n = table.num_rows
+        status = F.combined(table.column(C.I_STATUS)).cast(pa.string())
+        ok = pc.fill_null(pc.equal(status, C.STATUS_OK), False).to_numpy(zero_copy_only=False)
+        entities, repairs, rejected = decode_batch(table, np.asarray(ok, dtype=bool))
+        if C.I_REASON in table.column_names:
+            reason = F.combined(table.column(C.I_REASON)).cast(pa.string())
+        else:
+            reason = pa.array([""] * n, pa.string())
+        if rejected:
+            rows = sorted(rejected)
+            mask = np.zeros(n, dtype=bool)
+            mask[rows] = True
+            status = pc.replace_with_mask(
+                status, pa.array(mask), pa.array([C.STATUS_REJECTED] * len(rows), pa.string())
+            )
+            reason = pc.replace_with_mask(
+                reason, pa.array(mask), pa.array([rejected[r] for r in rows], pa.string())
+            )
+        result = {C.DOC_ID: table.column(C.DOC_ID), C.ENTITIES: entities, C.STATUS: status}
         for name in table.column_names:
             if not C.internal(name) and name not in result:
                 result[name] = table.column(name)
-        result[C.I_REASON] = pa.array(reason, pa.string())
+        result[C.I_REASON] = reason
         for name in self.KEEP:
             if name in table.column_names and name not in result:
                 result[name] = table.column(name)
