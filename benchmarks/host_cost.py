@@ -74,7 +74,7 @@ class TreeCpu:
                 # Read again each time: Ray retitles a worker (ray::TokenizeStage...) once
                 # it has a task, and an idle one again.
                 role = _role(process)
-                if not role.startswith("ray::IDLE") or key not in self.names:
+                if key not in self.names or not role.startswith(("ray::IDLE", "?")):
                     self.names[key] = role
             except psutil.Error:
                 continue  # ended between listing and reading: its last poll counts
@@ -245,20 +245,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}, {density}: {json.dumps(row)}", flush=True)
     print(
         "\n| peer | tokens | wall s | CPU s | entities | all, µs/token | forward | "
-        "host, end to end | host, steady |"
+        "host, end to end | host, steady | stages' workers, steady |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, r in results.items():
         print(
             f"| {key} | {r['tokens']:,} | {r['wall_s']} | {r['cpu_s']} | {r['entities']:,} | "
             f"{r['us_per_token_end_to_end']} | {r['forward_us_per_token']} | "
-            f"{r['host_us_per_token_end_to_end']} | {r['host_us_per_token_steady']} |"
+            f"{r['host_us_per_token_end_to_end']} | {r['host_us_per_token_steady']} | "
+            f"{r['stages_host_us_per_token_steady']} |"
         )
     for density in args.densities.split(","):
         before, ours = results.get(f"before, {density}"), results.get(f"ours, {density}")
         if before and ours:
-            for key in ("host_us_per_token_steady", "stages_host_us_per_token_steady"):
-                print(f"{density}: {key} before/ours = {before[key] / ours[key]:.2f}x")
+            ratio = before["host_us_per_token_steady"] / ours["host_us_per_token_steady"]
+            print(f"{density}: steady-state host cost before/ours = {ratio:.2f}x")
     (out / "host_cost.json").write_text(json.dumps(results, indent=2))
     return 0
 
