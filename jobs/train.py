@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from ner.config import ConfigError, parse_job_args
@@ -24,19 +25,27 @@ def run(cfg: TrainConfig):
     """Train, then export the best checkpoint. Returns (result, export directory, best metrics)."""
     from annotation.cluster import init_ray
     from training.checkpoints import HISTORY_FILE
+    from training.console import time_line
     from training.dataset import load_data
     from training.export import export_checkpoint
     from training.trainer import build_trainer, storage_uri
 
     resolve_model(cfg.base_model)  # a missing local model fails before any cluster work
+    clock = [time.perf_counter()]
     init_ray(verbose=cfg.verbose, worker_logs=True)  # rank 0 prints the epoch lines
-    result = build_trainer(cfg, load_data(cfg)).fit()
+    clock.append(time.perf_counter())
+    data = load_data(cfg)
+    clock.append(time.perf_counter())
+    result = build_trainer(cfg, data).fit()
+    clock.append(time.perf_counter())
 
     best_checkpoint, best = max(result.best_checkpoints, key=lambda pair: pair[1]["devel_f1"])
     export_dir = cfg.export_dir or os.path.join(storage_uri(cfg), cfg.name, "model")
     with result.checkpoint.as_directory() as latest:  # the latest holds every epoch's history
         history = json.loads(Path(latest, HISTORY_FILE).read_text())
     export_checkpoint(best_checkpoint, best, history, cfg, export_dir)
+    clock.append(time.perf_counter())
+    print(time_line(clock, history, result.metrics), flush=True)
     return result, export_dir, best
 
 

@@ -29,3 +29,15 @@ def test_summary_names_best_epoch_table_steps_and_export():
     rows = [line.split() for line in text.splitlines() if line.split()[:1] == ["Cell"]]
     assert rows == [["Cell", "1.0000", "1.0000", "1.0000", "1.0000", "1"]]
     assert text.endswith("steps: 16\nmodel: /out/model")
+
+
+def test_time_line_splits_the_run_into_its_phases():
+    from training.console import time_line
+
+    clock = [0.0, 5.0, 7.0, 67.0, 69.0]
+    history = [{"setup_s": 10.0, "train_s": 20.0, "eval_s": 4.0}, {"train_s": 20.0, "eval_s": 4.0}]
+    line = time_line(clock, history, {"checkpoint_s": 1.5})
+    assert line == (
+        "time: ray start 5.0 s, data 2.0 s, training 60.0 s (worker setup 10.0, epochs 40.0, "
+        "evaluation 8.0, last checkpoint 1.5, Ray Train and the rest 2.0), export 2.0 s"
+    )

@@ -33,6 +33,8 @@ def test_one_worker_reports_metrics_and_checkpoints(clean_run):
     assert result.metrics["epoch"] == cfg.epochs
     assert result.metrics["devel_sentences"] == cfg.max_eval_sentences
     assert 0.0 <= result.metrics["devel_f1"] <= 1.0
+    for phase in ("setup_s", "train_s", "eval_s", "checkpoint_s"):  # where fixed costs go
+        assert 0.0 < result.metrics[phase] < result.metrics["epoch_seconds"] + 600
     checkpoints = sorted(
         p for p in (Path(cfg.storage_path) / cfg.name).glob("checkpoint_*") if p.is_dir()
     )

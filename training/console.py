@@ -79,3 +79,23 @@ def summary(best: dict, steps: int, export_dir: str) -> str:
     lines.append(f"steps: {steps}")
     lines.append(f"model: {export_dir}")
     return "\n".join(lines)
+
+
+def time_line(clock: list[float], history: list[dict], last: dict) -> str:
+    """Where a run's wall time went: the driver's phases, and inside training the workers'.
+
+    ``clock`` holds the driver's times at start, after Ray's start, the data, the
+    training and the export; ``history`` the epochs' metrics (an interrupted and
+    resumed run counts every attempt's epochs), ``last`` the last epoch's.
+    """
+    ray_s, data_s, fit_s, export_s = (b - a for a, b in zip(clock, clock[1:], strict=False))
+    setup = history[0].get("setup_s", 0.0) if history else 0.0
+    steps = sum(h.get("train_s", 0.0) for h in history)
+    evaluation = sum(h.get("eval_s", 0.0) for h in history)
+    rest = fit_s - setup - steps - evaluation
+    return (
+        f"time: ray start {ray_s:.1f} s, data {data_s:.1f} s, training {fit_s:.1f} s "
+        f"(worker setup {setup:.1f}, epochs {steps:.1f}, evaluation {evaluation:.1f}, "
+        f"last checkpoint {last.get('checkpoint_s', 0.0):.1f}, Ray Train and the rest "
+        f"{rest:.1f}), export {export_s:.1f} s"
+    )

@@ -45,6 +45,9 @@ HISTORY_KEYS = (
     "devel_token_accuracy",
     "epoch_seconds",
     "steady_step_ms",
+    "setup_s",
+    "train_s",
+    "eval_s",
 )
 
 # --- setup helpers ---------------------------------------------------------
@@ -219,6 +222,7 @@ def evaluate(model, examples, gold_tag_ids, cfg: TrainConfig, device, autocast, 
 
 def train_func(config: dict) -> None:
     """Run on every Ray Train worker. ``config`` is a TrainConfig as a dict plus ``_data``."""
+    setup_started = time.perf_counter()
     cfg = TrainConfig(**{f.name: config[f.name] for f in fields(TrainConfig) if f.name in config})
     if not cfg.verbose:
         quiet_worker_logs()
@@ -258,6 +262,9 @@ def train_func(config: dict) -> None:
         "progress": progress,
     }
 
+    # Fixed costs, reported with each epoch's metrics so a run shows where they go:
+    # tokenizer, data encoding, model load, the move to the device and DDP's wrap.
+    setup_s = time.perf_counter() - setup_started
     for epoch in range(progress["epoch"] + 1, cfg.epochs):
         # Dropout noise depends only on (seed, epoch, rank), so a resumed epoch
         # replays exactly as it would have run.
@@ -280,8 +287,12 @@ def train_func(config: dict) -> None:
             ctx["bar"].close()
         progress["epoch"] = epoch
 
+        trained = time.perf_counter()
         metrics = evaluate(model, devel_examples, devel_gold, cfg, device, autocast, rank, world)
         metrics.update(
+            setup_s=setup_s,
+            train_s=trained - started,
+            eval_s=time.perf_counter() - trained,
             epoch=epoch + 1,
             global_step=progress["global_step"],
             train_loss=loss / max(tokens, 1),
@@ -296,9 +307,11 @@ def train_func(config: dict) -> None:
             print(epoch_line(metrics, cfg.epochs), flush=True)
         with tempfile.TemporaryDirectory() as directory:
             saved = None
+            saving = time.perf_counter()
             if rank == 0:
                 save_checkpoint(directory, model, tokenizer, optimizer, scheduler, progress)
                 saved = ray.train.Checkpoint.from_directory(directory)
+            metrics["checkpoint_s"] = time.perf_counter() - saving
             ray.train.report(metrics, checkpoint=saved)
         # A restarted group resumes from the checkpoint just reported; a fresh one
         # (not resumed) is the one the failure tests interrupt.
