@@ -14,6 +14,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ner.flat_columns import ListColumn, combined
+from ner.layout import offsets_of
+
 
 @dataclass
 class Windows:
@@ -56,46 +59,29 @@ class Windows:
         if drop is not None and drop.any():
             keep_window = np.repeat(~drop, self.windows_per_doc)
             values = values[np.repeat(keep_window, self.lengths)]
-            window_offsets = _offsets(self.lengths[keep_window])
-            doc_offsets = _offsets(np.where(drop, 0, self.windows_per_doc))
-        inner = pa.ListArray.from_arrays(_arrow_offsets(window_offsets), pa.array(values))
-        return pa.ListArray.from_arrays(_arrow_offsets(doc_offsets), inner)
+            window_offsets = offsets_of(self.lengths[keep_window])
+            doc_offsets = offsets_of(np.where(drop, 0, self.windows_per_doc))
+        inner = pa.ListArray.from_arrays(arrow_offsets(window_offsets), pa.array(values))
+        return pa.ListArray.from_arrays(arrow_offsets(doc_offsets), inner)
 
 
 def windows_from_arrow(column: pa.Array | pa.ChunkedArray) -> Windows:
     """The flat arrays of a ``list<list<int>>`` column, from its Arrow buffers.
 
-    Chunked columns are combined first. A sliced list array's offsets do not start
-    at 0 and its ``values`` is the whole unsliced child, so each level is sliced to
-    the range its offsets cover and the offsets are shifted to start at 0. A null
-    document counts as one without windows.
+    :class:`ner.flat_columns.ListColumn` reads each level (chunks combined, a
+    slice's offsets shifted to start at 0). A null document counts as one without
+    windows.
     """
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+    column = combined(column)
     if column.null_count:
         column = pc.if_else(pc.is_valid(column), column, pa.scalar([], column.type))
-    doc_offsets, windows = _level(column)
-    window_offsets, values = _level(windows)
-    tokens = values.to_numpy(zero_copy_only=False)
-    return Windows(tokens.astype(np.int32, copy=False), doc_offsets, window_offsets)
+    documents = ListColumn(column, "windows")
+    windows = documents.child
+    tokens = windows.values.to_numpy(zero_copy_only=False)
+    return Windows(tokens.astype(np.int32, copy=False), documents.offsets, windows.offsets)
 
 
-def _level(array: pa.ListArray) -> tuple[np.ndarray, pa.Array]:
-    """(offsets from 0, the child sliced to what they cover) of one list level."""
-    offsets = np.asarray(array.offsets, dtype=np.int64)
-    if len(offsets) == 0:  # an empty array may carry no offsets buffer at all
-        offsets = np.zeros(1, dtype=np.int64)
-    first, last = int(offsets[0]), int(offsets[-1])
-    return offsets - first, array.values.slice(first, last - first)
-
-
-def _offsets(lengths: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=out[1:])
-    return out
-
-
-def _arrow_offsets(offsets: np.ndarray) -> pa.Array:
+def arrow_offsets(offsets: np.ndarray) -> pa.Array:
     # ListArray takes int32 offsets; a batch of 2**31 tokens would not fit a device anyway.
     return pa.array(offsets.astype(np.int32, copy=False))
 

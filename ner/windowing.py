@@ -30,6 +30,7 @@ from ner import columns as C
 from ner import layout as L
 from ner.layout import assign_owners as assign_owners  # re-exported: per-document forms
 from ner.layout import window_starts as window_starts
+from ner.packing import arrow_offsets
 
 WORD_UNITS = ("tokenizer", "whitespace")
 
@@ -129,7 +130,7 @@ class TokenizeStage:
         window_ids, window_offsets, document_windows, starts = L.window_token_ids(
             encoded.ids, lengths, self.content_length, self.stride, self.prefix, self.suffix
         )
-        tokens = _offsets(L.offsets_of(lengths))
+        tokens = arrow_offsets(L.offsets_of(lengths))
         per_token = {
             C.I_TOKEN_START: encoded.starts,
             C.I_TOKEN_END: encoded.ends,
@@ -149,10 +150,10 @@ class TokenizeStage:
         result[C.I_STATUS] = pa.array(status, pa.string())
         result[C.I_REASON] = pa.array(reason, pa.string())
         result[C.I_CONTENT_OFFSET] = pa.array(np.full(n, len(self.prefix), dtype=np.int32))
-        windows = pa.ListArray.from_arrays(_offsets(window_offsets), pa.array(window_ids))
-        result[C.I_INPUT_IDS] = pa.ListArray.from_arrays(_offsets(document_windows), windows)
+        windows = pa.ListArray.from_arrays(arrow_offsets(window_offsets), pa.array(window_ids))
+        result[C.I_INPUT_IDS] = pa.ListArray.from_arrays(arrow_offsets(document_windows), windows)
         result[C.I_WINDOW_STARTS] = pa.ListArray.from_arrays(
-            _offsets(document_windows), pa.array(starts)
+            arrow_offsets(document_windows), pa.array(starts)
         )
         for name, values in per_token.items():
             result[name] = pa.ListArray.from_arrays(tokens, pa.array(values, pa.int32()))
@@ -261,10 +262,6 @@ class Encoded:
     words: np.ndarray
     lengths: np.ndarray
     errors: dict
-
-
-def _offsets(values: np.ndarray) -> pa.Array:
-    return pa.array(np.asarray(values, dtype=np.int32))
 
 
 def _text_cells(column: pa.ChunkedArray) -> list:
