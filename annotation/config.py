@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 from ner.config import ConfigError, option
+from ner.decode import DECODINGS
+from ner.labels import type_thresholds
 from ner.windowing import WORD_UNITS
 
 CONTENT_HASH = "content_hash"  # sha256 (128 bits, hex) of a document's text columns
@@ -51,6 +53,14 @@ class AnnotateConfig:
     word_unit: str = option(
         "tokenizer",
         "what a word is for decoding: 'tokenizer' (its pre-tokenizer, splits punctuation) or 'whitespace'",
+    )
+    decoding: str = option(
+        "viterbi",
+        "'viterbi': the most probable valid BIO label sequence; 'argmax': each word's "
+        "best label, an I-X that opens a mention read as B-X",
+    )
+    min_score: dict[str, float] = option(
+        {}, "per type, mentions scoring below this are dropped, e.g. {Chemical: 0.6}"
     )
     max_chars: int = option(
         1_000_000, "longer documents are rejected (reason recorded), not annotated"
@@ -113,6 +123,12 @@ class AnnotateConfig:
     )
 
     def check(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise ConfigError(f"decoding must be one of {', '.join(DECODINGS)}")
+        try:
+            type_thresholds(self.min_score)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if self.word_unit not in WORD_UNITS:
             raise ConfigError(f"word_unit must be one of {', '.join(WORD_UNITS)}")
         for name in ("tokenize_concurrency", "classifier_concurrency"):
@@ -151,6 +167,8 @@ ROW_SETTINGS = (
     "max_length",
     "stride",
     "word_unit",
+    "decoding",
+    "min_score",
     "max_chars",
 )
 

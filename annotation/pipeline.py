@@ -99,6 +99,7 @@ def build_pipeline(
             token_budget=config.token_budget,
             device=config.device if num_gpus > 0 or config.device != "auto" else "cpu",
             num_threads=threads,
+            log_probs=config.decoding == "viterbi",
         ),
         batch_size=config.classify_batch_size,
         batch_format="pyarrow",
@@ -109,6 +110,7 @@ def build_pipeline(
     )
     ds = ds.map_batches(
         _decode,
+        fn_kwargs=dict(decoding=config.decoding, min_score=config.min_score),
         batch_size=config.classify_batch_size,
         batch_format="pyarrow",
         num_cpus=light,
@@ -132,9 +134,9 @@ def build_pipeline(
     )
 
 
-def _decode(batch: pa.Table) -> pa.Table:
-    # SpanDecodeStage holds no state, so it runs as plain tasks.
-    return SpanDecodeStage()(batch)
+def _decode(batch: pa.Table, decoding: str, min_score: dict[str, float]) -> pa.Table:
+    # SpanDecodeStage holds no state worth keeping, so it runs as plain tasks.
+    return SpanDecodeStage(decoding, min_score)(batch)
 
 
 def _write(batch: pa.Table, writer: ParquetShardWriter) -> pa.Table:

@@ -171,10 +171,10 @@ def forward_us_per_token(model: Path, repeats: int = 3) -> float:
     return (time.process_time() - started) / repeats / tokens * 1e6
 
 
-def run_job(tree: Path, model: Path, corpus: Path, output: Path) -> dict:
+def run_job(tree: Path, model: Path, corpus: Path, output: Path, overrides=()) -> dict:
     command = [sys.executable, "-m", "jobs.annotate", "--config", "configs/annotate_cpu.yaml",
                f"input={corpus}", f"output={output}", f"model={model}", "progress_bars=false",
-               "remove_stale=false"]  # fmt: skip
+               "remove_stale=false", *overrides]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     cpu = TreeCpu(proc.pid)
@@ -189,8 +189,10 @@ def run_job(tree: Path, model: Path, corpus: Path, output: Path) -> dict:
             "entities": sum(summary["entity_types"].values()), "cpu_by_role": cpu.by_role()}  # fmt: skip
 
 
-def measure(tree: Path, model: Path, corpora: tuple[Path, Path], out: Path, forward: float):
-    half, full = (run_job(tree, model, c, out / f"annotations-{c.name}") for c in corpora)
+def measure(tree, model: Path, corpora: tuple[Path, Path], out: Path, forward: float, overrides=()):
+    half, full = (
+        run_job(tree, model, c, out / f"annotations-{c.name}", overrides) for c in corpora
+    )
     steady = (full["cpu_s"] - half["cpu_s"]) / (full["tokens"] - half["tokens"])
     end_to_end = full["cpu_s"] / full["tokens"]
     tokens = full["tokens"] - half["tokens"]
@@ -223,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/host-cost")
     parser.add_argument("--baseline-tree", help="another checkout to run as the 'before' peer")
     parser.add_argument("--densities", default=",".join(DENSITIES))
+    parser.add_argument(
+        "--decodings",
+        default="",
+        help="run ours once per decoding (e.g. viterbi,argmax) as peers; empty: the config's",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     docs = sample_documents()
@@ -231,16 +238,19 @@ def main(argv: list[str] | None = None) -> int:
     corpora = tuple(out / f"corpus-{c}x" for c in (copies // 2, copies))
     for corpus, c in zip(corpora, (copies // 2, copies), strict=True):
         build_corpus(corpus, docs, c)
-    trees = {"ours": ROOT}
+    peers = {"ours": (ROOT, ())}
+    if args.decodings:
+        peers = {f"ours {d}": (ROOT, (f"decoding={d}",)) for d in args.decodings.split(",")}
     if args.baseline_tree:
-        trees = {"before": Path(args.baseline_tree).resolve(), **trees}
+        peers = {"before": (Path(args.baseline_tree).resolve(), ()), **peers}
     results: dict = {}
     for density in args.densities.split(","):
         model = biased_model(out / f"model-{DENSITIES[density]}", DENSITIES[density])
         forward = forward_us_per_token(model)
         print(f"{density}: forward pass alone {forward:.2f} CPU-µs per sub-token", flush=True)
-        for name, tree in trees.items():
-            row = measure(tree, model, corpora, out / name / density.replace(" ", "-"), forward)
+        for name, (tree, overrides) in peers.items():
+            where = out / name.replace(" ", "-") / density.replace(" ", "-")
+            row = measure(tree, model, corpora, where, forward, overrides)
             results[f"{name}, {density}"] = row
             print(f"{name}, {density}: {json.dumps(row)}", flush=True)
     print(
@@ -255,11 +265,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['host_us_per_token_end_to_end']} | {r['host_us_per_token_steady']} | "
             f"{r['stages_host_us_per_token_steady']} |"
         )
+    key = "stages_host_us_per_token_steady"
     for density in args.densities.split(","):
         before, ours = results.get(f"before, {density}"), results.get(f"ours, {density}")
         if before and ours:
             ratio = before["host_us_per_token_steady"] / ours["host_us_per_token_steady"]
             print(f"{density}: steady-state host cost before/ours = {ratio:.2f}x")
+        viterbi, argmax = (results.get(f"ours {d}, {density}") for d in ("viterbi", "argmax"))
+        if viterbi and argmax:
+            print(
+                f"{density}: viterbi adds {viterbi[key] - argmax[key]:+.2f} µs per sub-token "
+                "(stages' workers, steady state)"
+            )
     (out / "host_cost.json").write_text(json.dumps(results, indent=2))
     return 0
 

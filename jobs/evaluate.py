@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder (default: <model>/eval-<split>)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-sentences", type=int, help="score only the first N sentences")
+    parser.add_argument(
+        "--decoding",
+        choices=("viterbi", "argmax"),
+        default="viterbi",
+        help="most probable valid BIO sequence (default), or each word's best label",
+    )
     args = parser.parse_args(argv)
     try:
         path = resolve_data_dir(args.data_dir) / f"{args.split}.tsv"
@@ -45,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         [s.tags for s in sentences],
         args.split,
         args.batch_size,
+        args.decoding,
     )
     out = Path(args.out or Path(args.model) / f"eval-{args.split}")
     out.mkdir(parents=True, exist_ok=True)
@@ -52,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "fingerprint": loaded.fingerprint,
         "split": args.split,
+        "decoding": args.decoding,
         "metrics": metrics,
     }
     (out / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

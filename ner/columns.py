@@ -50,6 +50,9 @@ I_OWNER = "_owner"  # per document token: the window whose prediction it takes
 I_CONTENT_OFFSET = "_content_offset"  # special tokens before the content in a window
 I_PRED_IDS = "_pred_ids"  # list<list<int16>>: per window content token, canonical label id
 I_PRED_SCORES = "_pred_scores"  # list<list<float32>>: softmax probability of that label
+# list<list<fixed_size_list<float16, labels>>>: every canonical label's log-probability
+# per window content token; only when decoding is "viterbi".
+I_PRED_LOGP = "_pred_logp"
 I_N_TOKENS = "_n_tokens"
 
 ENTITY_TYPE = pa.struct(

@@ -6,17 +6,19 @@
 2. Words: a word takes the label and probability of its first sub-token (as the
    model was trained); a span always covers whole words, up to the largest end of
    their sub-tokens.
-3. BIO repair: an ``I-X`` that does not continue an ``X`` mention (after ``O``,
+3. Valid BIO. An ``I-X`` that does not continue an ``X`` mention (after ``O``,
    after another type, at the start, or at the first word of another text column)
-   is read as ``B-X`` and counted in ``_bio_repairs``. This keeps the model's type
-   and boundary where a transition-constrained decode would have to pick one of
-   them to drop.
+   is invalid. ``decoding="viterbi"`` (the default) re-decodes each text column
+   holding one as its most probable valid label sequence (:mod:`ner.viterbi`,
+   from every label's log-probability, column ``_pred_logp``); a column whose
+   argmax is valid keeps it, as that is already the optimum. ``"argmax"`` reads
+   such an ``I-X`` as ``B-X``. ``_bio_repairs`` counts the words changed either way.
 4. Spans: ``[start, end)`` into the original Python string (code points), the
    entity text ``text[start:end]``, its type, the mean first-sub-token
    probability of its words, and the text column it starts in. Tokenizer offsets
    already skip what normalisation removes (accents, control characters); a span
    end is extended over combining marks that follow it, so ``cafe`` + U+0301 is
-   not cut in half.
+   not cut in half. A mention scoring below its type's ``min_score`` is dropped.
 
 A batch is decoded as a whole: every list column is read as its flat Arrow values
 and row offsets, and the steps are numpy passes over all sub-tokens of the batch
@@ -29,8 +31,6 @@ windows own, an unknown label id, offsets outside its text, ...) becomes
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,50 +38,40 @@ import pyarrow.compute as pc
 from ner import columns as C
 from ner import flat_columns as F
 from ner import spans as S
+from ner import viterbi as V
+from ner.labels import type_thresholds
+from ner.rejections import Rejections
+
+DECODINGS = ("viterbi", "argmax")
 
 
-class _Rejections:
-    """Rows that must become ``rejected``, each with the first problem found."""
-
-    def __init__(self, n: int):
-        self.bad = np.zeros(n, dtype=bool)
-        self.reasons: dict[int, str] = {}
-
-    def rows(self, mask: np.ndarray, describe: Callable[[int], str]) -> None:
-        for row in np.flatnonzero(mask & ~self.bad):
-            self.reasons[int(row)] = "decode error: " + describe(int(row))
-        self.bad |= mask
-
-    def items(self, mask: np.ndarray, row_of: np.ndarray, describe: Callable[[int], str]) -> None:
-        """Reject the rows of the flagged items (tokens or words), named by their first one."""
-        flagged = np.flatnonzero(mask)
-        if len(flagged) == 0:
-            return
-        rows, first = np.unique(row_of[flagged], return_index=True)
-        for row, item in zip(rows.tolist(), flagged[first].tolist(), strict=True):
-            if not self.bad[row]:
-                self.reasons[row] = "decode error: " + describe(item)
-        self.bad[rows] = True
-
-
-def decode_batch(table: pa.Table, ok: np.ndarray) -> tuple[pa.Array, np.ndarray, dict[int, str]]:
+def decode_batch(
+    table: pa.Table,
+    ok: np.ndarray,
+    decoding: str = "viterbi",
+    min_scores: np.ndarray | None = None,
+) -> tuple[pa.Array, np.ndarray, dict[int, str]]:
     """Per row of ``table``: its entities and BIO repairs; and the rows rejected, with why.
 
     Only rows where ``ok`` is set are decoded; the others get no entities.
+    ``min_scores`` holds one threshold per entity type (ENTITY_TYPES order).
     """
-    batch = _Batch(table)
-    rejected = _Rejections(table.num_rows)
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+    batch = _Batch(table, viterbi=decoding == "viterbi")
+    rejected = Rejections(table.num_rows)
     todo = batch.check_rows(ok, rejected)
     segments = batch.segments(todo, rejected)
     tokens = batch.tokens(todo & ~rejected.bad, rejected)
     words = batch.words(tokens, rejected)
-    return batch.entities(words, segments), words["repairs"], rejected.reasons
+    entities = batch.entities(words, segments, min_scores)
+    return entities, words["repairs"], rejected.reasons
 
 
 class _Batch:
     """The columns decoding reads, as flat numpy arrays and row offsets, and the decoding steps."""
 
-    def __init__(self, table: pa.Table):
+    def __init__(self, table: pa.Table, viterbi: bool = False):
         self.n = table.num_rows
         text = F.combined(table.column(C.I_TEXT))
         self.texts = S.Texts(text)
@@ -93,18 +83,20 @@ class _Batch:
         self.windows = F.ListColumn(table.column(C.I_WINDOW_STARTS), C.I_WINDOW_STARTS)
         self.ids = F.ListColumn(table.column(C.I_PRED_IDS), C.I_PRED_IDS)
         self.scores = F.ListColumn(table.column(C.I_PRED_SCORES), C.I_PRED_SCORES)
+        self.logp = F.ListColumn(table.column(C.I_PRED_LOGP), C.I_PRED_LOGP) if viterbi else None
         self.segment_names = F.ListColumn(table.column(C.I_SEGMENTS), C.I_SEGMENTS)
         self.segment_starts = F.ListColumn(table.column(C.I_SEGMENT_STARTS), C.I_SEGMENT_STARTS)
         offset = F.combined(table.column(C.I_CONTENT_OFFSET))
         self.content_offset, self.content_null = F.numbers(offset)
 
-    def check_rows(self, ok: np.ndarray, rejected: _Rejections) -> np.ndarray:
+    def check_rows(self, ok: np.ndarray, rejected: Rejections) -> np.ndarray:
         """The rows to decode, once those whose cells are missing or of unequal lengths are rejected."""
         # An ok document without tokens has no entities and needs nothing else.
         todo = ok & ((self.starts.lengths > 0) | self.starts.null)
         token_lists = (self.starts, self.ends, self.word_ids, self.owner)
         nulls = [(C.I_TEXT, self.text_null), (C.I_CONTENT_OFFSET, self.content_null)]
-        nulls += [(x.name, x.null) for x in (*token_lists, self.windows, self.ids, self.scores)]
+        predictions = (self.ids, self.scores) + (() if self.logp is None else (self.logp,))
+        nulls += [(x.name, x.null) for x in (*token_lists, self.windows, *predictions)]
         for name, null in nulls:
             if null is not None:
                 rejected.rows(todo & null, lambda row, name=name: f"no {name}")
@@ -115,6 +107,13 @@ class _Batch:
                     f"{x.lengths[row]} {x.name} for {self.starts.lengths[row]} tokens"
                 ),
             )
+        if self.logp is not None:
+            # As the classifier writes them: one index into the leaves serves both.
+            aligned = _same_shape(self.ids, self.logp)
+            rejected.rows(
+                todo & (not aligned),
+                lambda row: f"{C.I_PRED_LOGP} is not shaped like {C.I_PRED_IDS}",
+            )
         names, starts = self.segment_names, self.segment_starts
         rejected.rows(
             todo & (names.lengths > 0) & (starts.null | (starts.lengths != names.lengths)),
@@ -122,7 +121,7 @@ class _Batch:
         )
         return todo & ~rejected.bad
 
-    def segments(self, todo: np.ndarray, rejected: _Rejections) -> dict[str, np.ndarray]:
+    def segments(self, todo: np.ndarray, rejected: Rejections) -> dict[str, np.ndarray]:
         """The text columns of the rows decoded: each one's start, row, and name index.
 
         A row without segment names is one unnamed column (no segments here).
@@ -140,7 +139,7 @@ class _Batch:
         name = self.segment_names.offsets[row] + (np.arange(len(row)) - first[row])
         return {"start": start, "first": first, "count": counts, "name": name}
 
-    def tokens(self, todo: np.ndarray, rejected: _Rejections) -> dict[str, np.ndarray]:
+    def tokens(self, todo: np.ndarray, rejected: Rejections) -> dict[str, np.ndarray]:
         """One entry per sub-token of the rows decoded, with where its prediction is.
 
         Rejects the rows where a token is outside its text, owned by no window, or
@@ -196,7 +195,7 @@ class _Batch:
         values.update(row=row, local=local)
         return _rows_kept(values, values["row"], rejected)
 
-    def words(self, tokens: dict[str, np.ndarray], rejected: _Rejections) -> dict[str, np.ndarray]:
+    def words(self, tokens: dict[str, np.ndarray], rejected: Rejections) -> dict[str, np.ndarray]:
         """One entry per word: the first sub-token's label and score, the largest end of all."""
         first = np.flatnonzero(S.word_starts(tokens["word"], tokens["local"] == 0))
         end = tokens["end"]
@@ -204,6 +203,7 @@ class _Batch:
         unknown = (labels < 0) | (labels >= S.N_LABELS)
         rejected.items(unknown, tokens["row"][first], lambda w: f"unknown label id {labels[w]}")
         words = {
+            "at": tokens["label_at"][first],
             "row": tokens["row"][first],
             "start": tokens["start"][first],
             "end": np.maximum.reduceat(end, first) if len(first) else end[:0],
@@ -212,7 +212,12 @@ class _Batch:
         }
         return _rows_kept(words, words["row"], rejected)
 
-    def entities(self, words: dict[str, np.ndarray], segments: dict[str, np.ndarray]) -> pa.Array:
+    def entities(
+        self,
+        words: dict[str, np.ndarray],
+        segments: dict[str, np.ndarray],
+        min_scores: np.ndarray | None = None,
+    ) -> pa.Array:
         """The mentions of ``words`` as a ``list<entity>`` per row; sets ``words["repairs"]``."""
         row = words["row"]
         segment = S.segment_of_words(
@@ -220,15 +225,25 @@ class _Batch:
         )
         breaks = np.ones(len(row), dtype=bool)
         breaks[1:] = (row[1:] != row[:-1]) | (segment[1:] != segment[:-1])
+        if self.logp is not None:
+            leaves = F.vectors(self.logp.child.values, V.N_LABELS, C.I_PRED_LOGP)
+            words["label"], words["score"], changed = V.constrain(
+                words["label"], words["score"], breaks, lambda k: leaves[words["at"][k]]
+            )
         types, inside = S.TYPE_OF[words["label"]], S.IS_INSIDE[words["label"]]
         repaired = S.repair_bio(types, inside, breaks)
-        words["repairs"] = np.bincount(row[repaired], minlength=self.n).astype(np.int32)
+        if self.logp is None:
+            changed = repaired
+        words["repairs"] = np.bincount(row[changed], minlength=self.n).astype(np.int32)
 
         members, first_member, first_word, last_word = S.mention_words(types, inside, repaired)
+        score = S.mean_scores(words["score"], members, first_member)
+        if min_scores is not None:
+            kept = score >= min_scores[types[first_word]]
+            first_word, last_word, score = first_word[kept], last_word[kept], score[kept]
         span_row = row[first_word]
         span_start = words["start"][first_word]
         span_end = self.texts.extend_over_marks(span_row, words["end"][last_word])
-        score = S.mean_scores(words["score"], members, first_member)
         # Column names: the segment's, or "" (appended last) for a row without segments.
         names = self.segment_names.values.cast(pa.string())
         names = pa.concat_arrays([names, pa.array([""])])
@@ -287,7 +302,7 @@ def _same_shape(a: F.ListColumn, b: F.ListColumn) -> bool:
 
 
 def _no_nulls(
-    lists: F.ListColumn, index: np.ndarray, row: np.ndarray, rejected: _Rejections
+    lists: F.ListColumn, index: np.ndarray, row: np.ndarray, rejected: Rejections
 ) -> None:
     """Rejects the rows where a token's prediction (``index`` into the leaves, -1: none) is null."""
     null = lists.child.numbers[1]
@@ -296,7 +311,7 @@ def _no_nulls(
         rejected.items(F.take(null, index, ~used, False), row, lambda t: f"null in {lists.name}")
 
 
-def _rows_kept(arrays: dict[str, np.ndarray], row: np.ndarray, rejected: _Rejections):
+def _rows_kept(arrays: dict[str, np.ndarray], row: np.ndarray, rejected: Rejections):
     """``arrays`` (one entry per item of ``row``) without the items of rejected rows."""
     keep = ~rejected.bad[row]
     return arrays if keep.all() else {key: value[keep] for key, value in arrays.items()}
@@ -326,13 +341,22 @@ class SpanDecodeStage:
     )
     KEEP = (C.I_REASON, C.I_SOURCE, C.I_TEXT, C.I_N_TOKENS, C.ROW_HASH)
 
+    def __init__(self, decoding: str = "viterbi", min_score: dict[str, float] | None = None):
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+        self.decoding = decoding
+        self.min_scores = type_thresholds(min_score or {})
+        self.needs = (*self.NEEDS, C.I_PRED_LOGP) if decoding == "viterbi" else self.NEEDS
+
     def __call__(self, batch) -> pa.Table:
         table = C.as_table(batch)
-        C.require_columns(table, self.NEEDS, "SpanDecodeStage")
+        C.require_columns(table, self.needs, "SpanDecodeStage")
         n = table.num_rows
         status = F.combined(table.column(C.I_STATUS)).cast(pa.string())
         ok = pc.fill_null(pc.equal(status, C.STATUS_OK), False).to_numpy(zero_copy_only=False)
-        entities, repairs, rejected = decode_batch(table, np.asarray(ok, dtype=bool))
+        entities, repairs, rejected = decode_batch(
+            table, np.asarray(ok, dtype=bool), self.decoding, self.min_scores
+        )
         if C.I_REASON in table.column_names:
             reason = F.combined(table.column(C.I_REASON)).cast(pa.string())
         else:

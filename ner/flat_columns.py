@@ -54,6 +54,13 @@ class ListColumn:
         return values, null
 
 
+def vectors(array: pa.Array, size: int, name: str) -> np.ndarray:
+    """A ``fixed_size_list`` array of ``size`` numbers per item as a (items, size) numpy array."""
+    if not pa.types.is_fixed_size_list(array.type) or array.type.list_size != size:
+        raise TypeError(f"column {name} must hold fixed-size lists of {size}, got {array.type}")
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)
+
+
 def take(values: np.ndarray, index: np.ndarray, invalid: np.ndarray, fill) -> np.ndarray:
     """``values[index]``, and ``fill`` where ``invalid`` (there ``index`` may be out of bounds)."""
     if not invalid.any():

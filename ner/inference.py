@@ -21,21 +21,29 @@ from ner.labels import LABEL2ID, LABELS
 from ner.packing import Windows, gather_padded, pack_windows, windows_from_arrow
 
 
-def predict(model, ids, lengths, to_canonical):
-    """(canonical label id, its probability) per cell of a padded batch, on the batch's device.
+def predict(model, ids, lengths, to_canonical, log_probs: bool = False):
+    """(canonical label id, its probability[, all log-probabilities]) per cell of a padded batch.
 
     ``ids`` (rows x width, int32 to halve the host->device copy) and ``lengths``
     (rows) are device tensors; the attention mask is built there from the lengths.
     Softmax runs in fp32 whatever the weights' dtype: bf16 probabilities near 1
-    would round to 1.
+    would round to 1. With ``log_probs`` the third result holds every label's
+    log-probability in canonical order (rows x width x labels; -inf for a label
+    the model lacks), which constrained decoding (:mod:`ner.viterbi`) needs.
     """
     import torch
 
     width = ids.shape[1]
     attention = torch.arange(width, device=ids.device) < lengths[:, None]
     logits = model(input_ids=ids.long(), attention_mask=attention.long()).logits
-    scores, best = torch.softmax(logits.float(), dim=-1).max(dim=-1)
-    return to_canonical[best], scores
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    best_logp, best = logp.max(dim=-1)
+    labels, scores = to_canonical[best], best_logp.exp()
+    if not log_probs:
+        return labels, scores
+    canonical = torch.full((*logp.shape[:-1], len(LABELS)), -torch.inf, device=logp.device)
+    canonical[..., to_canonical.long()] = logp
+    return labels, scores, canonical
 
 
 class TokenClassifierStage:
@@ -70,6 +78,7 @@ class TokenClassifierStage:
         token_budget: int = 4096,
         device: str = "auto",
         num_threads: int = 0,
+        log_probs: bool = False,
     ):
         import torch
 
@@ -94,6 +103,9 @@ class TokenClassifierStage:
         self.fingerprint = loaded.fingerprint
         self.pad_id = pad_token_id(loaded.model)
         self.token_budget = token_budget
+        # Every label's log-probability per token, for constrained decoding: 26 more
+        # bytes a token back from the device, so only when the decoder needs them.
+        self.log_probs = log_probs
         # What comes back from the device: the smallest types that hold a label id and
         # a probability (fp16: 3 decimal digits, beyond what bf16 weights resolve). On
         # CPU nothing travels, so scores stay fp32.
@@ -119,7 +131,8 @@ class TokenClassifierStage:
         batches = pack_windows(lengths, self.token_budget)
         pred_ids = np.zeros(len(windows.tokens), dtype=np.int16)
         pred_scores = np.zeros(len(windows.tokens), dtype=np.float32)
-        errors = self._run(windows, batches, pred_ids, pred_scores)
+        logp = np.zeros((len(windows.tokens), len(LABELS)), np.float16) if self.log_probs else None
+        errors = self._run(windows, batches, pred_ids, pred_scores, logp)
         failed = np.zeros(windows.n_docs, dtype=bool)
         reasons: dict[int, str] = {}
         doc_of_window = windows.doc_of_window() if errors else None
@@ -130,9 +143,11 @@ class TokenClassifierStage:
         table = _with_reasons(table, reasons)
         drop = rejected | failed
         table = _replace(table, C.I_PRED_IDS, windows.nested(pred_ids, drop))
+        if logp is not None:
+            table = _replace(table, C.I_PRED_LOGP, windows.nested(logp, drop))
         return _replace(table, C.I_PRED_SCORES, windows.nested(pred_scores, drop))
 
-    def _run(self, windows: Windows, batches, pred_ids, pred_scores) -> list:
+    def _run(self, windows: Windows, batches, pred_ids, pred_scores, logp) -> list:
         """Run every batch, two in flight; returns (batch, error) for those that raised."""
         if not batches:
             return []
@@ -146,10 +161,10 @@ class TokenClassifierStage:
                 flight = None
             # Only now wait for the previous batch: this one is already queued behind it.
             if pending is not None:
-                self._collect(pending, pred_ids, pred_scores, errors)
+                self._collect(pending, pred_ids, pred_scores, logp, errors)
             pending = flight
         if pending is not None:
-            self._collect(pending, pred_ids, pred_scores, errors)
+            self._collect(pending, pred_ids, pred_scores, logp, errors)
         return errors
 
     def _ensure_slots(self, longest: int) -> None:
@@ -159,7 +174,15 @@ class TokenClassifierStage:
             return
         torch = self.torch
         self._slots = [
-            _Slot(torch, capacity, self._pin, self.label_dtype, self.score_dtype, self._event)
+            _Slot(
+                torch,
+                capacity,
+                self._pin,
+                self.label_dtype,
+                self.score_dtype,
+                self._event,
+                len(LABELS) if self.log_probs else 0,
+            )
             for _ in range(2)
         ]
 
@@ -180,17 +203,19 @@ class TokenClassifierStage:
         with torch.inference_mode():
             staged = slot.inputs[: rows + size].to(self.device, non_blocking=True)
             slot.copied.record()
-            labels, scores = self._forward(staged[rows:].view(rows, width), staged[:rows])
+            labels, scores, *logp = self._forward(staged[rows:].view(rows, width), staged[:rows])
             slot.labels[:size].copy_(labels.reshape(-1), non_blocking=True)
             slot.scores[:size].copy_(scores.reshape(-1).to(self.score_dtype), non_blocking=True)
+            if logp:
+                slot.logp[:size].copy_(logp[0].reshape(size, -1).half(), non_blocking=True)
             slot.done.record()
         return _Flight(slot, batch, positions[mask], mask)
 
     def _forward(self, ids, lengths):
         """(canonical ids, probabilities) on the device; a seam for the failure tests."""
-        return predict(self.model, ids, lengths, self.to_canonical)
+        return predict(self.model, ids, lengths, self.to_canonical, self.log_probs)
 
-    def _collect(self, flight: _Flight, pred_ids, pred_scores, errors: list) -> None:
+    def _collect(self, flight: _Flight, pred_ids, pred_scores, logp, errors: list) -> None:
         """Wait for ``flight``'s results and scatter them into the flat outputs."""
         try:
             flight.slot.done.synchronize()
@@ -201,6 +226,8 @@ class TokenClassifierStage:
         mask = flight.mask.reshape(-1)
         pred_ids[flight.targets] = flight.slot.labels_np[:size][mask]
         pred_scores[flight.targets] = flight.slot.scores_np[:size][mask]
+        if logp is not None:
+            logp[flight.targets] = flight.slot.logp_np[:size][mask]
 
 
 class _NoEvent:
@@ -224,7 +251,7 @@ def _cuda_event():
 class _Slot:
     """One of two alternating sets of host buffers, with the events that guard them."""
 
-    def __init__(self, torch, capacity: int, pin: bool, label_dtype, score_dtype, event):
+    def __init__(self, torch, capacity, pin, label_dtype, score_dtype, event, n_labels=0):
         self.capacity = capacity
         # A batch has at most ``capacity`` rows (every window has a token), hence 2x.
         self.inputs = torch.empty(2 * capacity, dtype=torch.int32, pin_memory=pin)
@@ -233,6 +260,9 @@ class _Slot:
         self.inputs_np = self.inputs.numpy()
         self.labels_np = self.labels.numpy()
         self.scores_np = self.scores.numpy()
+        # fp16 log-probabilities: -65504 is the floor, far below any label worth choosing.
+        self.logp = torch.empty((capacity, n_labels), dtype=torch.float16, pin_memory=pin)
+        self.logp_np = self.logp.numpy()
         self.copied = event()  # recorded after the inputs' copy to the device
         self.done = event()  # recorded after the outputs' copy back
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
+
 # Full type name -> the CRAFT short code it comes from. "Gene" is the CRAFT GO
 # (cellular component) layer, following the published CRAFT models.
 CRAFT_CODES: dict[str, str] = {
@@ -127,3 +129,16 @@ def mention_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
         if tag.startswith("B-") or (tag.startswith("I-") and start is None):
             start, kind = i, tag[2:]
     return spans
+
+
+def type_thresholds(min_score: Mapping[str, float]) -> np.ndarray | None:
+    """Per-type thresholds in ENTITY_TYPES order (0 where unset); None when none is set."""
+    unknown = sorted(set(min_score) - set(ENTITY_TYPES))
+    if unknown:
+        raise ValueError(
+            f"min_score names unknown type(s) {', '.join(unknown)}; "
+            f"types are {', '.join(ENTITY_TYPES)}"
+        )
+    if not any(min_score.values()):
+        return None
+    return np.array([float(min_score.get(t, 0.0)) for t in ENTITY_TYPES])

@@ -50,7 +50,7 @@ class Windows:
         return np.repeat(np.arange(self.n_docs), self.windows_per_doc)
 
     def nested(self, values: np.ndarray, drop: np.ndarray | None = None) -> pa.ListArray:
-        """``values`` (aligned with ``tokens``) shaped like the input column.
+        """``values`` (aligned with ``tokens``; rows of a 2-d array) shaped like the input column.
 
         Documents where ``drop`` is true get an empty list. Without drops the
         offsets are reused as they are, so the only copy is ``values``' own.
@@ -61,7 +61,10 @@ class Windows:
             values = values[np.repeat(keep_window, self.lengths)]
             window_offsets = offsets_of(self.lengths[keep_window])
             doc_offsets = offsets_of(np.where(drop, 0, self.windows_per_doc))
-        inner = pa.ListArray.from_arrays(arrow_offsets(window_offsets), pa.array(values))
+        leaves = pa.array(values.reshape(-1))
+        if values.ndim == 2:  # a vector per token (log-probabilities): fixed-size lists
+            leaves = pa.FixedSizeListArray.from_arrays(leaves, values.shape[1])
+        inner = pa.ListArray.from_arrays(arrow_offsets(window_offsets), leaves)
         return pa.ListArray.from_arrays(arrow_offsets(doc_offsets), inner)
 
 

@@ -47,7 +47,7 @@ def decode_one(
             C.I_PRED_SCORES: pa.array([window_scores], pa.list_(pa.list_(pa.float32()))),
         }
     )
-    return SpanDecodeStage()(batch).to_pylist()[0]
+    return SpanDecodeStage("argmax")(batch).to_pylist()[0]
 
 
 def decode_words(text, words, segments=(), segment_starts=()):
@@ -258,7 +258,7 @@ def test_spans_index_the_original_string_through_unicode(tiny_model_dir, text):
     scores = [[[0.5] * len(w) for w in windows]]
     batch = batch.append_column(C.I_PRED_IDS, pa.array(ids, pa.list_(pa.list_(pa.int16()))))
     batch = batch.append_column(C.I_PRED_SCORES, pa.array(scores, pa.list_(pa.list_(pa.float32()))))
-    spans = SpanDecodeStage()(batch).to_pylist()[0][C.ENTITIES]
+    spans = SpanDecodeStage("argmax")(batch).to_pylist()[0][C.ENTITIES]
     assert spans
     for span in spans:
         assert text[span["start"] : span["end"]] == span["text"]
@@ -288,7 +288,7 @@ def test_decode_stage_on_five_rows(tiny_model_dir):
     scores = [[[0.7] * len(w) for w in doc] for doc in batch.column(C.I_INPUT_IDS).to_pylist()]
     batch = batch.append_column(C.I_PRED_IDS, pa.array(ids, pa.list_(pa.list_(pa.int16()))))
     batch = batch.append_column(C.I_PRED_SCORES, pa.array(scores, pa.list_(pa.list_(pa.float32()))))
-    out = SpanDecodeStage()(batch)
+    out = SpanDecodeStage("argmax")(batch)
     rows = out.to_pylist()
     assert out.num_rows == 5
     assert out.schema.field(C.ENTITIES).type == pa.list_(C.ENTITY_TYPE)
@@ -309,7 +309,7 @@ def test_decode_stage_on_five_rows(tiny_model_dir):
 
 def test_decode_stage_names_missing_columns():
     with pytest.raises(C.MissingColumnError, match="_pred_ids"):
-        SpanDecodeStage()({C.DOC_ID: ["a"], C.I_TEXT: ["x"]})
+        SpanDecodeStage("argmax")({C.DOC_ID: ["a"], C.I_TEXT: ["x"]})
 
 
 def test_no_tokens_no_spans():
@@ -354,7 +354,7 @@ def _table(**cells):
 
 
 def test_the_baseline_document():
-    row = SpanDecodeStage()(_table()).to_pylist()[0]
+    row = SpanDecodeStage("argmax")(_table()).to_pylist()[0]
     assert [(e["text"], e["column"]) for e in row[C.ENTITIES]] == [
         ("a", "title"),
         ("b", "abstract"),
@@ -381,7 +381,7 @@ def test_the_baseline_document():
 def test_cells_that_do_not_fit_reject_only_their_document(cells, message):
     good = _table()
     batch = pa.concat_tables([good, _table(**cells).cast(good.schema), good])
-    rows = SpanDecodeStage()(batch).to_pylist()
+    rows = SpanDecodeStage("argmax")(batch).to_pylist()
     assert [r[C.STATUS] for r in rows] == ["ok", "ok" if message is None else "rejected", "ok"]
     assert rows[0][C.ENTITIES] == rows[2][C.ENTITIES] and len(rows[0][C.ENTITIES]) == 2
     if message is not None:
@@ -391,11 +391,13 @@ def test_cells_that_do_not_fit_reject_only_their_document(cells, message):
 
 def test_documents_not_ok_are_not_looked_at():
     broken = {C.I_SEGMENT_STARTS: [2, 0], C.I_PRED_IDS: [], C.I_OWNER: [5], C.I_TEXT: None}
-    rows = SpanDecodeStage()(_table(**broken, **{C.I_STATUS: "rejected"})).to_pylist()
+    rows = SpanDecodeStage("argmax")(_table(**broken, **{C.I_STATUS: "rejected"})).to_pylist()
     assert (rows[0][C.STATUS], rows[0][C.ENTITIES], rows[0][C.I_REASON]) == ("rejected", [], "")
 
 
 def test_a_batch_of_python_lists_decodes_as_a_typed_one():
     typed = _table()
     loose = {name: typed.column(name).to_pylist() for name in typed.column_names}
-    assert SpanDecodeStage()(loose).to_pylist() == SpanDecodeStage()(typed).to_pylist()
+    assert (
+        SpanDecodeStage("argmax")(loose).to_pylist() == SpanDecodeStage("argmax")(typed).to_pylist()
+    )

@@ -163,7 +163,7 @@ def assert_same(old: pa.Table, new: pa.Table):
 def test_vectorised_decode_matches_the_per_document_decoder(seed):
     rng = np.random.default_rng(seed)
     batch = random_batch(rng, int(rng.integers(3, 40)))
-    old, new = OldDecodeStage()(batch), SpanDecodeStage()(batch)
+    old, new = OldDecodeStage()(batch), SpanDecodeStage("argmax")(batch)
     assert_same(old, new)
     statuses = new.column(C.STATUS).to_pylist()
     assert statuses.count("ok") + statuses.count("rejected") > 0
@@ -188,7 +188,7 @@ def test_the_random_batches_cover_the_cases():
 
 def test_an_empty_batch():
     batch = pa.Table.from_pylist([], SCHEMA)
-    assert_same(OldDecodeStage()(batch), SpanDecodeStage()(batch))
+    assert_same(OldDecodeStage()(batch), SpanDecodeStage("argmax")(batch))
 
 
 def test_a_token_owned_by_no_window_rejects_the_document():
@@ -198,5 +198,5 @@ def test_a_token_owned_by_no_window_rejects_the_document():
     while not row[C.I_N_TOKENS]:
         row = random_document(rng, 0)
     row.update({C.I_STATUS: "ok", C.I_OWNER: [len(row[C.I_WINDOW_STARTS])] * row[C.I_N_TOKENS]})
-    out = SpanDecodeStage()(pa.Table.from_pylist([row], SCHEMA)).to_pylist()[0]
+    out = SpanDecodeStage("argmax")(pa.Table.from_pylist([row], SCHEMA)).to_pylist()[0]
     assert out[C.STATUS] == "rejected" and "is owned by window" in out[C.I_REASON]

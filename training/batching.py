@@ -10,9 +10,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ner.labels import ID2LABEL, LABEL2ID
+from ner.viterbi import N_LABELS, bio_viterbi
 
 IGNORE_INDEX = -100  # the index torch's cross-entropy skips
 # Word-level continuation label for sub-tokens after the first, when every
@@ -159,11 +161,37 @@ def collate(examples: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 
-def word_predictions(logits: torch.Tensor, examples: Sequence[Encoded]) -> list[list[int]]:
-    """Per-word predicted label ids (first sub-token's argmax); ``O`` for words with none."""
-    best = logits.argmax(dim=-1).tolist()
-    outside = LABEL2ID["O"]
-    return [
-        [best[row][p] if p >= 0 else outside for p in example.first_subtoken]
-        for row, example in enumerate(examples)
-    ]
+def word_predictions(
+    logits: torch.Tensor,
+    examples: Sequence[Encoded],
+    decoding: str = "viterbi",
+    canonical: Sequence[int] | None = None,
+) -> list[list[int]]:
+    """Per-word canonical label ids from each word's first sub-token; ``O`` for words with none.
+
+    ``decoding="argmax"`` takes each word's best label; ``"viterbi"`` the most
+    probable valid BIO sequence per sentence (:mod:`ner.viterbi`), as the
+    annotation job decodes. ``canonical[i]`` is the canonical id of the model's
+    label ``i`` (None: the model's ids are canonical, as ours are).
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1).numpy()
+    if canonical is not None:
+        full = np.full((*logp.shape[:2], N_LABELS), -np.inf, dtype=np.float32)
+        full[..., np.asarray(canonical)] = logp
+        logp = full
+    counts = np.array([len(e.first_subtoken) for e in examples], dtype=np.int64)
+    rows = np.repeat(np.arange(len(examples)), counts)
+    first = np.fromiter(
+        (p for e in examples for p in e.first_subtoken), dtype=np.int64, count=int(counts.sum())
+    )
+    words = logp[rows, np.maximum(first, 0)]
+    words[first < 0] = -np.inf
+    words[first < 0, LABEL2ID["O"]] = 0.0
+    labels = words.argmax(axis=1)
+    if decoding == "viterbi" and len(labels):
+        starts = np.zeros(len(labels), dtype=bool)
+        starts[(np.cumsum(counts) - counts)[counts > 0]] = True
+        labels = bio_viterbi(words, starts)
+    elif decoding != "argmax":
+        raise ValueError(f"decoding must be viterbi or argmax, got {decoding!r}")
+    return [part.tolist() for part in np.split(labels, np.cumsum(counts)[:-1])]

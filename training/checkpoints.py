@@ -4,6 +4,12 @@ A checkpoint directory holds a Hugging Face model directory (``model/``), the
 optimizer, scheduler, progress and RNG state (``trainer_state.pt``), and the
 history of every epoch so far (``history.json``). Rank 0 writes it whole, and Ray
 Train uploads it to ``<storage_path>/<name>/checkpoint_*``.
+
+No pickle: the weights are safetensors, and ``trainer_state.pt`` holds only
+tensors, numbers, strings, lists, tuples and dicts (numpy's RNG state as a
+tensor), so it loads with ``torch.load(..., weights_only=True)``. A checkpoint in
+a shared bucket that someone replaced with a pickle carrying code is refused
+instead of running that code on every worker that resumes from it.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ def save_checkpoint(directory: str, model, tokenizer, optimizer, scheduler, prog
         "progress": progress,
         "rng": {
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "numpy": _numpy_state(),
             "torch": torch.get_rng_state(),
         },
     }
@@ -57,14 +63,25 @@ def restore_checkpoint(checkpoint, model, optimizer, scheduler) -> dict:
 
     with checkpoint.as_directory() as directory:
         weights = load_file(os.path.join(directory, MODEL_SUBDIR, "model.safetensors"))
-        state = torch.load(os.path.join(directory, STATE_FILE), weights_only=False)
+        state = torch.load(os.path.join(directory, STATE_FILE), weights_only=True)
     unwrap(model).load_state_dict(weights, strict=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
+    _set_numpy_state(state["rng"]["numpy"])
     torch.set_rng_state(state["rng"]["torch"])
     return state["progress"]
+
+
+def _numpy_state() -> tuple:
+    """numpy's global RNG state with its key array as a tensor (``weights_only`` loads it)."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss
+
+
+def _set_numpy_state(state) -> None:
+    name, keys, position, has_gauss, gauss = state
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
 
 
 def stored_checkpoints(storage_path: str, name: str) -> list:

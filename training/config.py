@@ -40,6 +40,11 @@ class TrainConfig:
         8, "sentences per batch per worker; the global batch is batch_size x num_workers"
     )
     eval_batch_size: int = option(64, "sentences per evaluation batch per worker")
+    decoding: str = option(
+        "viterbi",
+        "how devel predictions are decoded, as in the annotation job: 'viterbi' (most "
+        "probable valid BIO sequence) or 'argmax'",
+    )
     epochs: int = option(4, "passes over the training data")
     warmup_ratio: float = option(0.0, "share of optimizer steps spent warming up linearly")
     weight_decay: float = option(0.0, "AdamW weight decay (not applied to biases and LayerNorm)")
@@ -97,5 +102,7 @@ class TrainConfig:
             raise ConfigError(
                 f"mixed_precision must be auto, bf16, fp16 or no, got {self.mixed_precision!r}"
             )
+        if self.decoding not in ("viterbi", "argmax"):
+            raise ConfigError(f"decoding must be viterbi or argmax, got {self.decoding!r}")
         if self.max_failures < -1:
             raise ConfigError("max_failures must be -1 (unlimited) or more")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ner.labels import ENTITY_TYPES
+from ner.labels import ENTITY_TYPES, ID2LABEL, LABEL2ID
 from ner.model import LoadedClassifier, pad_token_id
 from training.batching import (
     IGNORE_INDEX,
@@ -30,8 +30,13 @@ def predict(
     pad_id: int,
     device: torch.device | str = "cpu",
     autocast=nullcontext,
+    decoding: str = "viterbi",
+    canonical: Sequence[int] | None = None,
 ) -> tuple[dict[int, list[int]], torch.Tensor]:
-    """Word-level label ids (first sub-token's argmax) of ``examples[i]`` for each index.
+    """Word-level canonical label ids of ``examples[i]`` for each index.
+
+    Decoded as :func:`training.batching.word_predictions` says (``decoding``,
+    ``canonical``).
 
     Batches sentences of similar length together to cut padding. Also returns the
     summed token loss and the number of labelled tokens, on ``device``, as one
@@ -54,8 +59,8 @@ def predict(
             reduction="sum",
         )
         loss_sum[1] += (batch["labels"] != IGNORE_INDEX).sum()
-        for i, words in zip(chunk, word_predictions(logits.cpu(), batch_examples), strict=True):
-            predictions[i] = words
+        words = word_predictions(logits.cpu(), batch_examples, decoding, canonical)
+        predictions.update(zip(chunk, words, strict=True))
     return predictions, loss_sum
 
 
@@ -64,15 +69,23 @@ def predict_tags(
     sentences: Sequence[Sequence[str]],
     batch_size: int = 64,
     max_length: int = 512,
+    decoding: str = "viterbi",
 ) -> list[list[str]]:
-    """Word-level tags (first sub-token's argmax) for pre-tokenised sentences."""
+    """Word-level tags for pre-tokenised sentences, decoded as ``decoding`` says."""
     encoded = encode_sentences(
         loaded.tokenizer, sentences, [[0] * len(s) for s in sentences], max_length
     )
+    canonical = [LABEL2ID[loaded.id2label[i]] for i in range(len(loaded.id2label))]
     ids, _ = predict(
-        loaded.model, encoded, range(len(encoded)), batch_size, pad_token_id(loaded.model)
+        loaded.model,
+        encoded,
+        range(len(encoded)),
+        batch_size,
+        pad_token_id(loaded.model),
+        decoding=decoding,
+        canonical=canonical,
     )
-    return [[loaded.id2label[t] for t in ids[i]] for i in range(len(encoded))]
+    return [[ID2LABEL[t] for t in ids[i]] for i in range(len(encoded))]
 
 
 def score(
@@ -81,8 +94,10 @@ def score(
     gold: Sequence[Sequence[str]],
     split: str = "devel",
     batch_size: int = 64,
+    decoding: str = "viterbi",
 ) -> dict[str, float]:
-    return evaluation_metrics(gold, predict_tags(loaded, sentences, batch_size), prefix=split)
+    tags = predict_tags(loaded, sentences, batch_size, decoding=decoding)
+    return evaluation_metrics(gold, tags, prefix=split)
 
 
 def plot_per_type_f1(

@@ -193,7 +193,14 @@ def evaluate(model, examples, gold_tag_ids, cfg: TrainConfig, device, autocast, 
     model.eval()
     mine = list(range(rank, len(examples), world))
     predictions, loss_sum = predict(
-        model, examples, mine, cfg.eval_batch_size, pad_token_id(unwrap(model)), device, autocast
+        model,
+        examples,
+        mine,
+        cfg.eval_batch_size,
+        pad_token_id(unwrap(model)),
+        device,
+        autocast,
+        decoding=cfg.decoding,
     )
     gathered = [predictions]
     if world > 1 and dist.is_initialized():
