@@ -167,6 +167,7 @@ def test_texts_are_joined_from_the_input_by_id_or_the_error_says_how(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # the annotation job on 500 abstracts: about 4 min on a busy 2-core VM
 @pytest.mark.timeout(900)
 def test_real_annotation_output_exports_to_valid_pubtator_and_bioc(
     ray_local, tiny_model_dir, tmp_path, capsys
