@@ -1,0 +1,86 @@
+"""Export the annotation job's output as PubTator or BioC XML.
+
+python -m jobs.export ANNOTATIONS_DIR OUT_FILE [--format pubtator|bioc] [--input PARQUET ...]
+                      [--type-map LABEL=NAME ...]
+
+Documents are title + abstract with PubTator offsets. The texts come from the
+annotation output when it has ``title`` and ``abstract`` columns
+(``passthrough=[title,abstract]``), else from the annotation input joined by id:
+``--input``, or by default the inputs the run's ``_manifest.json`` names. Labels
+are exported as GO_CellularComponent (our Gene), GeneOrGeneProduct (our Protein),
+Chemical, CellType, SequenceFeature, Taxon; ``--type-map`` changes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+
+from annotation.manifest import read_manifest
+from ner.atomic import atomic_write
+from ner.corpus import expand_inputs, resolve_filesystem
+from ner.export import ExportError, parse_type_map, read_documents, write_bioc_xml, write_pubtator
+from ner.writer import REJECTED_DIR, list_written
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m jobs.export", description=__doc__)
+    parser.add_argument("annotations", help="the annotation job's output directory")
+    parser.add_argument("out", help="file to write")
+    parser.add_argument("--format", choices=("pubtator", "bioc"), default="pubtator")
+    parser.add_argument("--input", nargs="*", default=None, help="annotation input Parquet")
+    parser.add_argument("--id-column", help="input id column (default: the run's, else pmid)")
+    parser.add_argument(
+        "--type-map", action="append", default=[], metavar="LABEL=NAME", help="repeatable"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    fs, root = resolve_filesystem(args.annotations)
+    manifest = read_manifest(fs, root) or {}
+    run = manifest.get("config", {})
+    files = [
+        f for f in manifest.get("files") or list_written(fs, root) if f"/{REJECTED_DIR}/" not in f
+    ]
+    try:
+        if not files:
+            raise ExportError(f"no annotation files in {args.annotations}")
+        type_map = parse_type_map(args.type_map)
+        input_files = args.input if args.input is not None else run.get("input", [])
+        if input_files:
+            input_files = expand_inputs(input_files)[1]
+        documents = read_documents(
+            files,
+            type_map,
+            text_columns=run.get("text_columns", ["title", "abstract"]),
+            separator=run.get("separator", " "),
+            input_files=input_files,
+            id_column=args.id_column or run.get("id_column", "pmid"),
+            filesystem=fs,
+        )
+        counts = None
+
+        def write(stream) -> None:  # into a temporary file, published whole or not at all
+            nonlocal counts
+            if args.format == "bioc":
+                counts = write_bioc_xml(documents, stream, type_map, source=args.annotations)
+                return
+            text = io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
+            counts = write_pubtator(documents, text)
+            text.flush()
+            text.detach()
+
+        atomic_write(args.out, write)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    types = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.types.items())) or "none"
+    print(f"{counts.documents:,} documents, {counts.mentions:,} mentions ({types}) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
