@@ -2,12 +2,14 @@
 
 python -m benchmarks.annotate_fidelity --model DIR [--devel ../shared/data/craft-iob/devel.tsv]
                                        [--word-unit whitespace] [--limit N]
+                                       [--decoding viterbi|argmax]
 
 Each devel sentence becomes a document (its tokens joined by single spaces); gold
 character spans come from the token positions of its IOB2 mentions. The job
 annotates the documents on local Ray; its spans are scored by exact match
 (start, end, type). The same model is scored token-level with seqeval as the
-training loop does (first sub-token of each CRAFT token). The two micro F1 figures
+training loop does (first sub-token of each CRAFT token), with the same
+``--decoding`` on both sides. The two micro F1 figures
 should agree within 0.2 points; the script exits 1 when they do not.
 
 ``--word-unit whitespace`` (the default here) decodes CRAFT tokens as words, the
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--stride", type=int, default=128)
     parser.add_argument("--limit", type=int, default=0, help="first N sentences only (0 = all)")
+    parser.add_argument("--decoding", default="viterbi", choices=["viterbi", "argmax"])
     args = parser.parse_args(argv)
 
     from annotation.config import AnnotateConfig
@@ -89,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     pq.write_table(pa.table({"doc_id": ids, "text": texts}), work / "in" / "devel.parquet")
 
     token_f1 = score(
-        load_classifier(args.model), [s.tokens for s in sentences], [s.tags for s in sentences]
+        load_classifier(args.model),
+        [s.tokens for s in sentences],
+        [s.tags for s in sentences],
+        decoding=args.decoding,
     )["devel_f1"]
 
     config = AnnotateConfig(
@@ -100,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         max_length=args.max_length,
         stride=args.stride,
         word_unit=args.word_unit,
+        decoding=args.decoding,
         progress_bars=False,
     )
     summary = run_annotate(config)
