@@ -5,17 +5,23 @@ An argmax per word can produce ``I-X`` where no ``X`` mention is open (after
 decode picks instead the label sequence with the highest summed log-probability
 among the valid ones: ``I-X`` only after ``B-X`` or ``I-X``, never first.
 
-Three facts keep it cheap, with no Python per word:
+Four facts keep it cheap, with no Python per word:
 
 * Valid transitions cost nothing and invalid ones are impossible, so a sequence
-  whose argmax is already valid is its own optimum: only sequences holding an
-  invalid step are decoded, the rest keep their argmax untouched.
+  whose argmax is already valid is its own optimum: it keeps its argmax.
+* A confident ``O`` splits the problem exactly (:func:`constrain`). Where the
+  argmax is ``O`` by a margin ``gap = lp(O) - max lp(not O)`` at least as large as
+  ``need = max_X lp'(I-X) - lp'(B-X)`` of the next word, some optimal path has
+  ``O`` there: from any optimal path, setting that word to ``O`` (and the next
+  one from ``I-X`` to ``B-X``, which allows the same successors) loses nothing.
+  So only the short stretches between such anchors that hold an invalid step
+  are decoded, typically a few words around each broken mention.
 * The constraint has a shape that makes each step O(labels), not O(labels^2):
   ``O`` and every ``B-X`` may follow anything (so they extend the best previous
   state), ``I-X`` only ``B-X`` or ``I-X`` (the better of two).
-* The sequences are decoded side by side: sorted longest first, step ``k``
+* The stretches are decoded side by side: sorted longest first, step ``k``
   updates the first ``n_k`` of them (those longer than ``k``) as one numpy slice,
-  so the Python loop runs once per position of the longest sequence, not per word.
+  so the Python loop runs once per position of the longest stretch, not per word.
 
 Labels are this project's canonical ids (:data:`ner.labels.LABELS`): ``O`` at 0,
 then ``B-X`` and ``I-X`` for each type in turn.
@@ -30,11 +36,14 @@ import numpy as np
 from ner.labels import LABELS
 
 N_LABELS = len(LABELS)
+N_TYPES = (N_LABELS - 1) // 2
 _B = np.arange(1, N_LABELS, 2)  # B-X columns
 _I = _B + 1  # I-X columns, in the same type order
 _IS_INSIDE = np.zeros(N_LABELS, dtype=bool)
 _IS_INSIDE[_I] = True
 _TYPE = np.where(np.arange(N_LABELS) == 0, -1, (np.arange(N_LABELS) - 1) // 2)
+# The kernel's column order, O, every B-X, then every I-X, so that B and I are slices.
+_GROUPED = np.concatenate([[0], _B, _I])
 
 
 def invalid_steps(labels: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -59,9 +68,11 @@ def constrain(
     """Argmax labels made valid: (labels, scores, mask of the positions changed).
 
     Each sequence (from one ``starts`` to the next) whose argmax ``labels`` hold
-    an invalid step is re-decoded by :func:`bio_viterbi`; ``logp_of(positions)``
-    gives those positions' log-probabilities, so the others are never read. A
-    changed position's score becomes the probability of its new label.
+    an invalid step is split at its confident ``O`` words (see the module
+    docstring) and the stretches holding an invalid step are re-decoded by
+    :func:`bio_viterbi`. ``logp_of(positions)`` gives those positions'
+    log-probabilities, so the other sequences are never read. A changed
+    position's score becomes the probability of its new label.
     """
     bad = invalid_steps(labels, starts)
     if not bad.any():
@@ -71,12 +82,31 @@ def constrain(
     redo[sequence[bad]] = True
     index = np.flatnonzero(redo[sequence])
     logp = np.asarray(logp_of(index), dtype=np.float32)
-    best = bio_viterbi(logp, starts[index])
+    first = starts[index]
+    # Anchors: argmax O with a margin no next I-X could outweigh (the next word of
+    # the same sequence; none after a sequence's last word).
+    gap = logp[:, 0] - logp[:, 1:].max(axis=1)
+    need = np.full(len(index), -np.inf, dtype=np.float32)
+    with np.errstate(invalid="ignore"):  # -inf - -inf: a type the model lacks, never needed
+        lift = logp[1:, _I] - logp[1:, _B]
+    need[:-1] = np.where(np.isnan(lift), -np.inf, lift).max(axis=1)
+    need[:-1][first[1:]] = -np.inf
+    anchor = (labels[index] == 0) & (gap >= need)
+    # Stretches: runs of non-anchor words, each starting after an anchor or a start.
+    after_anchor = np.zeros(len(index), dtype=bool)
+    after_anchor[1:] = anchor[:-1]
+    stretch_start = (first | after_anchor) & ~anchor
+    stretch = np.cumsum(stretch_start) - 1
+    todo = np.zeros(int(stretch.max(initial=-1)) + 1, dtype=bool)
+    todo[stretch[bad[index] & ~anchor]] = True
+    keep = np.flatnonzero(~anchor & todo[np.maximum(stretch, 0)])
+    best = bio_viterbi(logp[keep], stretch_start[keep])
+    where = index[keep]
     changed = np.zeros(len(labels), dtype=bool)
-    changed[index] = best != labels[index]
+    changed[where] = best != labels[where]
     labels, scores = labels.copy(), scores.copy()
-    labels[index] = best
-    scores[index] = np.exp(logp[np.arange(len(index)), best])
+    labels[where] = best
+    scores[where] = np.exp(logp[keep, best])
     return labels, scores, changed
 
 
@@ -118,38 +148,50 @@ def _positions(first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def _decode(logp: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Viterbi over sequences sorted longest first; their labels end to end."""
+    """Viterbi over sequences sorted longest first; their labels end to end.
+
+    Columns are regrouped as O, B-*, I-* so that each step's B and I blocks are
+    slices: a step is a dozen numpy calls on (sequences still running) x labels.
+    """
+    t = N_TYPES
+    grouped = logp[:, _GROUPED]
     longest = int(lengths[0])
     # active[k]: how many sequences are longer than k, a prefix since they are sorted.
     active = np.searchsorted(-lengths, -np.arange(longest), side="left")
-    out_offsets = np.cumsum(lengths) - lengths
-    delta = logp[first].astype(np.float32)
-    delta[:, _I] = -np.inf  # nothing to continue at a sequence's start
-    back = [np.zeros((0, N_LABELS), dtype=np.int8)]  # back[k]: (active[k], labels)
+    delta = grouped[first].copy()
+    delta[:, 1 + t :] = -np.inf  # nothing to continue at a sequence's start
+    from_best = [np.zeros(0, dtype=np.int64)]  # per step: the best previous state (O, B-X)
+    from_inside = [np.zeros((0, t), dtype=bool)]  # per step: I-X came from I-X, not B-X
     final = np.zeros(len(first), dtype=np.int64)
     for k in range(1, longest):
         m = int(active[k])
-        final[m : active[k - 1]] = delta[m:].argmax(axis=1)  # sequences that ended at k - 1
-        prev = delta[:m]
-        best = prev.argmax(axis=1)
-        top = prev[np.arange(m), best]
-        step = logp[first[:m] + k].astype(np.float32)
-        from_inside = prev[:, _I] > prev[:, _B]
-        delta = np.empty_like(prev)
-        delta[:, 0] = top + step[:, 0]
-        delta[:, _B] = top[:, None] + step[:, _B]
-        delta[:, _I] = np.where(from_inside, prev[:, _I], prev[:, _B]) + step[:, _I]
-        pointers = np.repeat(best[:, None].astype(np.int8), N_LABELS, axis=1)
-        pointers[:, _I] = np.where(from_inside, _I, _B)
-        back.append(pointers)
-    final[: active[longest - 1]] = delta.argmax(axis=1)
+        if m < len(delta):  # sequences that ended at k - 1
+            final[m : len(delta)] = delta[m:].argmax(axis=1)
+            delta = delta[:m]
+        step = grouped[first[:m] + k]
+        best = delta.argmax(axis=1)
+        top = delta.max(axis=1)
+        inside = delta[:, 1 + t :] > delta[:, 1 : 1 + t]
+        new = np.empty_like(delta)
+        np.add(top[:, None], step[:, : 1 + t], out=new[:, : 1 + t])
+        np.maximum(delta[:, 1 + t :], delta[:, 1 : 1 + t], out=new[:, 1 + t :])
+        new[:, 1 + t :] += step[:, 1 + t :]
+        from_best.append(best)
+        from_inside.append(inside)
+        delta = new
+    final[: len(delta)] = delta.argmax(axis=1)
     # Walk back from each sequence's last state; at step k the first active[k] are inside.
     out = np.empty(int(lengths.sum()), dtype=np.int64)
+    out_offsets = np.cumsum(lengths) - lengths
     state = final
     for k in range(longest - 1, -1, -1):
         m = int(active[k])
         out[out_offsets[:m] + k] = state[:m]
         if k > 0:
-            state = state.copy()
-            state[:m] = back[k][np.arange(m), state[:m]]
-    return out
+            current = state[:m]
+            is_inside = current > t
+            kind = np.where(is_inside, current - 1 - t, 0)
+            stay = from_inside[k][np.arange(m), kind]
+            previous = np.where(is_inside, np.where(stay, current, current - t), from_best[k])
+            state = np.concatenate([previous, state[m:]])
+    return _GROUPED[out]
