@@ -187,7 +187,7 @@ def plot_curves(curves: Mapping[str, Sequence[dict]], path: Path, title: str) ->
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall (strict)")
     ax.set_ylabel("precision (strict)")
-    ax.set_title(f"{title}: precision-recall over score thresholds")
+    ax.set_title(f"{title}\nprecision-recall over span score thresholds", fontsize=10)
     if any(curves.values()):
         ax.legend(loc="lower left")
     fig.tight_layout()

@@ -95,8 +95,9 @@ def score_documents(args, documents, type_map, out: Path, title: str) -> dict:
 def evaluate_gold(args) -> int:
     documents = read_gold(args.gold, args.format)
     type_map = gm.parse_type_map(args.types) if args.types else None
-    out = Path(args.out or Path(args.model) / f"eval-{Path(args.gold).stem}")
-    score_documents(args, documents, type_map, out, f"{Path(args.model).name} on {args.gold}")
+    gold = Path(args.gold)
+    out = Path(args.out or Path(args.model) / f"eval-{gold.stem}")
+    score_documents(args, documents, type_map, out, f"{Path(args.model).name} on {gold.name}")
     return 0
 
 

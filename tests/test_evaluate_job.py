@@ -149,3 +149,24 @@ def test_gold_corpus_end_to_end_through_the_annotation_job(ray_local, chemical_m
         assert int(rows[-1]["predicted"]) == len(predicted)
         assert int(rows[-1]["strict_tp"]) == strict["micro"]["tp"]
     assert "| **all (micro)** |" in (out / "scores.md").read_text()
+
+
+def test_model_card_section_is_replaced_not_repeated(tmp_path):
+    from training.export import update_model_card
+
+    (tmp_path / "README.md").write_text(
+        "# Card\n\n## Devel scores\n\nF1 0.5\n\n## Epochs\n\n| 1 |\n"
+    )
+    update_model_card(tmp_path, "## Score thresholds\n\n| Chemical | 0.9000 |\n")
+    update_model_card(tmp_path, "## Devel scores\n\nF1 0.6\n")
+    update_model_card(tmp_path, "## Score thresholds\n\n| Chemical | 0.8000 |\n")
+    card = (tmp_path / "README.md").read_text()
+    assert card.count("## Score thresholds") == 1 and "0.8000" in card and "0.9000" not in card
+    assert card.count("## Devel scores") == 1 and "F1 0.6" in card and "F1 0.5" not in card
+    assert card.index("## Devel scores") < card.index("## Epochs") < card.index("## Score")
+
+
+def test_update_model_card_needs_the_devel_split(tmp_path, tiny_model_dir, capsys):
+    args = ["--model", str(tiny_model_dir), "--split", "test", "--update-model-card"]
+    assert main(args) == 2
+    assert "--update-model-card scores the CRAFT devel split" in capsys.readouterr().err

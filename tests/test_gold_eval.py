@@ -60,6 +60,7 @@ def test_pubtator_reader_keeps_offsets_into_title_space_abstract(tmp_path):
     [
         ("1\tx\t8\tNaloxone\tChemical\tD1", "start 'x' is not an integer"),
         ("1\t8\t0\tNaloxone\tChemical\tD1", "end 0 is not after start 8"),
+        ("1\t8\t8\t\tChemical\tD1", "end 8 is not after start 8"),  # empty
         ("1\t60\t999\tNaloxone\tChemical\tD1", "outside document 1"),
         ("1\t0\t8\tNalaxone\tChemical\tD1", "differs from the document text"),
         ("2\t0\t8\tNaloxone\tChemical\tD1", "unknown document '2'"),
