@@ -65,24 +65,27 @@ class SplitData:
     iob2_fixes: int = 0
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+def resolve_data_dir(
+    data_dir: str | os.PathLike | None = None, required: str = "train.tsv"
+) -> Path:
     """Find the CRAFT-IOB folder: the argument, then $CRAFT_IOB_DIR, then the defaults.
 
     Defaults are ``data/craft-iob`` and ``../shared/data/craft-iob``, tried
-    against the working directory and then the project root.
+    against the working directory and then the project root. A folder counts when
+    it holds ``required`` (training needs train.tsv; scoring one split, that split).
     """
     if data_dir is None:
         data_dir = os.environ.get(DATA_DIR_ENV) or None
     if data_dir is not None:
         path = Path(data_dir).expanduser()
-        if not (path / "train.tsv").is_file():
-            raise CraftDataMissingError(f"no train.tsv in {path}. {DATA_SOURCE_HINT}")
+        if not (path / required).is_file():
+            raise CraftDataMissingError(f"no {required} in {path}. {DATA_SOURCE_HINT}")
         return path
     candidates = []
     for base in (Path.cwd(), _PROJECT_ROOT):
         candidates += [base / "data" / "craft-iob", base.parent / "shared" / "data" / "craft-iob"]
     for path in candidates:
-        if (path / "train.tsv").is_file():
+        if (path / required).is_file():
             return path
     tried = ", ".join(str(p) for p in dict.fromkeys(candidates))
     raise CraftDataMissingError(f"CRAFT-IOB data not found (tried {tried}). {DATA_SOURCE_HINT}")

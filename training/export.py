@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ner.atomic import write_bytes_atomic
 from ner.labels import ENTITY_TYPES
 from training.checkpoints import MODEL_SUBDIR
 from training.config import TrainConfig
@@ -86,3 +87,27 @@ Entity-level seqeval, default mode and strict IOB2; token accuracy {metrics["dev
 ```yaml
 {config}```
 """
+
+
+def update_model_card(model_dir: str | Path, section: str) -> Path:
+    """Put ``section`` (Markdown opening with its own ``## `` heading) into ``model_dir``'s card.
+
+    A section of the card with the same heading is replaced, else ``section`` is
+    appended; the rest of the card is kept. For figures computed after the export
+    (jobs.evaluate's score thresholds, which need a Ray Data annotation run).
+    """
+    path = Path(model_dir) / "README.md"
+    card = path.read_text(encoding="utf-8") if path.is_file() else ""
+    heading = section.splitlines()[0].strip()
+    lines = card.splitlines()
+    if heading in (line.strip() for line in lines):
+        start = next(i for i, line in enumerate(lines) if line.strip() == heading)
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        lines[start:end] = [*section.rstrip("\n").splitlines(), ""]
+        card = "\n".join(lines).rstrip("\n") + "\n"
+    else:
+        card = card.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    write_bytes_atomic(path, card.encode("utf-8"))
+    return path
