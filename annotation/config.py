@@ -179,17 +179,35 @@ class ReprocessConfig(AnnotateConfig):
 
     store: str = option(
         "outputs/store",
-        "annotation store directory (local or a mounted volume): manifests/, snapshots/, staging/",
+        "the store: a Delta Lake table, a local directory or an s3:// URI (annotation/store.py)",
     )
-    output: str = option("", "not used: annotations go to <store>/snapshots/<snapshot_id>/")
-    remove_stale: bool = option(True, "not used: the store's manifests say which files count")
+    staging: str = option(
+        "",
+        "local directory for a run's to-do input and annotated files before its commit; "
+        "empty = <store>/_staging (required for an s3:// store)",
+    )
+    storage_options: dict[str, str] = option(
+        {},
+        "delta-rs storage options for an object store, e.g. {AWS_REGION: eu-west-1, "
+        "AWS_ENDPOINT_URL: ..., aws_conditional_put: etag}; credentials from the environment",
+    )
+    output: str = option("", "not used: annotations go to the store's table")
+    remove_stale: bool = option(True, "not used: the table's log says which files count")
     run_id: str = option(
         "",
-        "snapshot id, also written with every new row; empty = resume the newest crashed run, "
-        "else UTC time + random suffix",
+        "run id, written with every new row and in the commit; empty = resume the newest "
+        "crashed run, else UTC time + random suffix",
     )
-    keep_snapshots: int = option(
-        3, "complete snapshots kept after a publish, newest first; older ones are deleted"
+    keep_versions: int = option(
+        10,
+        "table versions written by runs that stay readable (time travel); after each commit "
+        "`vacuum` deletes the files only older versions use",
+    )
+    target_file_mb: int = option(
+        32, "data file size cap: a commit rewrites only the files holding a changed row"
+    )
+    plan_only: bool = option(
+        False, "print the plan (new, changed, deleted, ...) and exit: no Ray, no model, no commit"
     )
 
     def check(self) -> None:
@@ -200,10 +218,14 @@ class ReprocessConfig(AnnotateConfig):
             raise ConfigError("remove_stale does not apply to reprocess")
         if not self.store:
             raise ConfigError("store must name a directory")
-        if "://" in self.store:
-            raise ConfigError("store must be a local or mounted directory (atomic rename, flock)")
-        if self.keep_snapshots < 1:
-            raise ConfigError("keep_snapshots must be at least 1")
+        if "://" in self.store and not self.staging:
+            raise ConfigError("a store URI needs `staging`: a local directory for the run's files")
+        if "://" in self.staging:
+            raise ConfigError("staging must be a local directory (flock, atomic rename)")
+        if self.keep_versions < 1:
+            raise ConfigError("keep_versions must be at least 1")
+        if self.target_file_mb < 1:
+            raise ConfigError("target_file_mb must be at least 1")
         if self.run_id and not RUN_ID_PATTERN.match(self.run_id):
             raise ConfigError(f"run_id {self.run_id!r}: use letters, digits, '.', '_' and '-'")
         if CONTENT_HASH in (self.id_column, *self.text_columns, *self.passthrough):

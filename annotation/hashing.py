@@ -1,10 +1,10 @@
-"""Hashes of the reprocessing store: document content, annotation settings, table checksums."""
+"""Hashes of the reprocessing store: document content, annotation settings, table digests."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 
@@ -32,27 +32,15 @@ def settings_fingerprint(settings: dict) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# --- checksums ------------------------------------------------------------------
-_MOD = 1 << 128
+# --- comparing tables -------------------------------------------------------------
+def table_digest(table: pa.Table, key: str = "doc_id") -> str:
+    """sha256 of a table's content, independent of row order and file layout (vectorised).
 
-
-def table_checksum(table: pa.Table) -> int:
-    """Order-independent checksum of a table's rows: the sum of per-row hashes mod 2**128.
-
-    Summing lets a snapshot's checksum be the sum of its files' checksums, so a file
-    shared with the previous snapshot needs no re-reading. Every column counts,
-    provenance included (carried rows keep their original run_id and annotated_at).
+    Rows are sorted by ``key`` and the columns serialised as one Arrow IPC stream
+    (schema metadata dropped), so two stores with the same rows give the same digest.
     """
-    total = 0
-    for row in table.to_pylist():
-        text = json.dumps(row, sort_keys=True, default=str, ensure_ascii=False)
-        total += int.from_bytes(hashlib.sha256(text.encode()).digest()[:16], "big")
-    return total % _MOD
-
-
-def combine_checksums(values: Iterable[int]) -> int:
-    return sum(values) % _MOD
-
-
-def format_checksum(value: int) -> str:
-    return f"{value:032x}"
+    ordered = table.sort_by(key).combine_chunks().replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, ordered.schema) as writer:
+        writer.write_table(ordered)
+    return hashlib.sha256(sink.getvalue()).hexdigest()

@@ -1,29 +1,34 @@
-"""Incremental reprocessing: plan what changed, annotate it, carry the rest, publish a snapshot.
+"""Incremental reprocessing: plan what changed, annotate it, commit it to the Delta table.
 
-Compares the corpus with the store's latest complete snapshot and annotates only
-the documents that are new, whose text changed (content hash of the text columns),
-or whose annotations came from another model or other annotation settings; the
-other documents' rows are carried over unchanged (same run_id and annotated_at).
-Documents gone from the corpus are dropped. The documents to annotate are staged
-as Parquet and annotated by :func:`annotation.run.run_annotate` straight into the
-new snapshot's directory; the store (:mod:`annotation.snapshots`) publishes it.
+Compares the corpus with the store's table (:mod:`annotation.store`; only the
+columns ``doc_id, content_hash, model_fingerprint, settings_fingerprint`` are read)
+and annotates only the documents that are new, whose text changed (content hash of
+the text columns), or whose rows came from another model or other annotation
+settings. The to-do documents are staged as Parquet and annotated by
+:func:`annotation.run.run_annotate` into the run's staging folder
+(:mod:`annotation.staging`), so a crashed run resumes where it stopped. The run's
+rows, and the deletion of documents gone from the corpus, then reach the table in
+one commit: one new table version per run. The other rows are untouched (same
+run_id and annotated_at).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from annotation import snapshots as S
+from annotation import staging as S
+from annotation import store
 from annotation.config import CONTENT_HASH, ROW_SETTINGS, ReprocessConfig
-from annotation.hashing import content_hash, format_checksum, settings_fingerprint
+from annotation.hashing import content_hash, settings_fingerprint
 from annotation.run import RunSummary, prepare_run, run_annotate
 from ner import columns as C
 from ner.atomic import write_parquet_atomic
@@ -47,16 +52,16 @@ COUNTS = (
 
 
 class ReprocessError(RuntimeError):
-    """A check before publishing failed; nothing was published."""
+    """A check before the commit failed; nothing was committed."""
 
 
 @dataclass
 class ReprocessSummary:
-    """What one run did; printed, and stored in the manifest."""
+    """What one run did; printed, and stored in the commit's metadata."""
 
     run_id: str
-    previous: str | None = None
-    sequence: int = 0
+    previous_version: int | None = None  # the table version the run planned against
+    version: int | None = None  # the version it committed (the previous one if no change)
     documents: int = 0  # distinct non-null ids in the corpus
     null_ids: int = 0
     duplicate_ids: int = 0  # repeats of an id with the same text (annotated once)
@@ -67,9 +72,10 @@ class ReprocessSummary:
     deleted: int = 0
     annotated: int = 0  # documents sent to the model by this invocation
     resumed: int = 0  # documents an earlier attempt of this run already wrote
-    rows: int = 0
+    rows: int = 0  # rows written by the commit (annotated and rejected)
     rejected_rows: int = 0
-    checksum: str = ""
+    expired_files: int = 0
+    plan_only: bool = False
     reason: str = ""  # why everything was re-annotated, if it was
     wall_s: float = 0.0
     annotate: RunSummary | None = field(default=None, repr=False)
@@ -82,12 +88,19 @@ class ReprocessSummary:
         )
 
     def format(self) -> str:
-        lines = [
-            f"snapshot {self.run_id} (sequence {self.sequence}, previous {self.previous or 'none'})",
-            self.counts(),
-            f"documents {self.documents:,} == rows {self.rows:,} + rejected {self.rejected_rows:,}",
-            f"checksum {self.checksum}; wall {self.wall_s:.1f} s",
-        ]
+        previous = "none" if self.previous_version is None else self.previous_version
+        if self.plan_only:
+            head = f"plan only (table version {previous}); nothing annotated or committed"
+        elif self.version == self.previous_version:
+            head = f"run {self.run_id}: no change; table stays at version {previous}"
+        else:
+            head = f"run {self.run_id} committed table version {self.version} (previous {previous})"
+        lines = [head, self.counts()]
+        if not self.plan_only:
+            lines.append(
+                f"rows written {self.rows:,} (rejected {self.rejected_rows:,}); "
+                f"{self.expired_files:,} expired file(s) vacuumed; wall {self.wall_s:.1f} s"
+            )
         if self.reason:
             lines.insert(2, f"all documents re-annotated: {self.reason}")
         if self.null_ids or self.duplicate_ids:
@@ -100,9 +113,8 @@ class ReprocessSummary:
 
 @dataclass
 class _Previous:
-    """The previous snapshot, as far as deciding what to annotate needs it."""
+    """The table's state, as far as deciding what to annotate needs it."""
 
-    manifest: dict | None
     hashes: dict[str, str]  # doc_id -> content hash (annotated and rejected documents)
     stale: set[str]  # doc_ids annotated by another model or other settings
     reason: str
@@ -118,33 +130,22 @@ class _Plan:
     resumed: int = 0
 
 
-def _load_previous(store: Path, fingerprint: str, settings_fp: str) -> _Previous:
-    manifest = S.latest_snapshot(store)
-    if manifest is None:
-        return _Previous(None, {}, set(), "")
-    hashes: dict[str, str] = {}
-    stale: set[str] = set()
+def _load_previous(state: pa.Table, fingerprint: str, settings_fp: str) -> _Previous:
+    """Which stored rows are stale, from the projected state columns (vectorised)."""
+    other_settings = pc.fill_null(
+        pc.not_equal(state[store.SETTINGS_FINGERPRINT], settings_fp), True
+    )
+    other_model = pc.fill_null(pc.not_equal(state[C.MODEL_FINGERPRINT], fingerprint), True)
+    stale = pc.or_(other_settings, other_model)
     reason = ""
-    if manifest["settings_fingerprint"] != settings_fp:
+    if state.num_rows and pc.all(other_settings).as_py():
         reason = "annotation settings changed"
-    elif manifest["model_fingerprint"] != fingerprint:
-        reason = f"model changed ({manifest['model_fingerprint']} -> {fingerprint})"
-    for entry in manifest["files"]:
-        table = pq.read_table(
-            store / entry["path"], columns=[C.DOC_ID, CONTENT_HASH, C.MODEL_FINGERPRINT]
-        )
-        for doc_id, digest, model in zip(*(c.to_pylist() for c in table.columns), strict=True):
-            hashes[doc_id] = digest
-            if model != fingerprint or reason:
-                stale.add(doc_id)
-    for entry in manifest["rejected_files"]:
-        # A snapshot holds one model's work, so rejected records carry the manifest's model.
-        table = pq.read_table(store / entry["path"], columns=[C.DOC_ID, CONTENT_HASH])
-        for doc_id, digest in zip(*(c.to_pylist() for c in table.columns), strict=True):
-            hashes[doc_id] = digest
-            if reason:
-                stale.add(doc_id)
-    return _Previous(manifest, hashes, stale, reason)
+    elif state.num_rows and pc.all(other_model).as_py():
+        before = state[C.MODEL_FINGERPRINT][0].as_py()
+        reason = f"model changed ({before} -> {fingerprint})"
+    ids = state[C.DOC_ID].to_pylist()
+    hashes = dict(zip(ids, state[CONTENT_HASH].to_pylist(), strict=True))
+    return _Previous(hashes, set(state[C.DOC_ID].filter(stale).to_pylist()), reason)
 
 
 def _plan(
@@ -153,7 +154,7 @@ def _plan(
     files: list[str],
     previous: _Previous,
     done: dict[str, set[str]],
-    todo_dir: Path,
+    todo_dir: Path | None,
     summary: ReprocessSummary,
 ) -> _Plan:
     """One streaming pass over the corpus: hash, classify, and stage the to-do documents."""
@@ -201,7 +202,7 @@ def _plan(
                         continue
                     take.append(i)
                     digests.append(digest)
-                if take:
+                if take and todo_dir is not None:
                     rows = batch.take(pa.array(take, pa.int64()))
                     parts.append(rows.append_column(CONTENT_HASH, pa.array(digests, pa.string())))
         if parts:
@@ -222,41 +223,56 @@ def _plan(
     return plan
 
 
+def _staging_dir(config: ReprocessConfig) -> Path:
+    if config.staging:
+        return Path(config.staging).expanduser().resolve()
+    return Path(store.table_uri(config.store)) / "_staging"
+
+
 def run_reprocess(
     config: ReprocessConfig, *, after_file: Callable[[str], None] | None = None
 ) -> ReprocessSummary:
-    """Plan, annotate what changed, carry the rest, publish a snapshot.
+    """Plan, annotate what changed, commit it as one table version, expire old versions.
 
     ``after_file`` is called with each file the annotation pipeline writes (tests
     raise from it to simulate a crash part-way through a run).
     """
     started = time.perf_counter()
-    store = Path(config.store).expanduser().resolve()
-    prepared = prepare_run(config, str(store))
+    store.refuse_old_format(config.store)
+    staging = _staging_dir(config)
+    prepared = prepare_run(config, str(staging))
     fingerprint = prepared.fingerprint
-    settings_fp = settings_fingerprint({name: getattr(config, name) for name in ROW_SETTINGS})
+    settings = {name: getattr(config, name) for name in ROW_SETTINGS}
+    settings_fp = settings_fingerprint(settings)
+    options = config.storage_options or None
 
-    store.mkdir(parents=True, exist_ok=True)
-    with S.StoreLock(store):
-        run_id, resuming = S.choose_run_id(store, config.run_id)
-        previous = _load_previous(store, fingerprint, settings_fp)
+    if config.plan_only:  # read-only: no lock, no staging, no Ray, no model
+        table = store.open_table(config.store, options)
+        previous = _load_previous(store.read_state(table), fingerprint, settings_fp)
         summary = ReprocessSummary(
-            run_id=run_id,
-            previous=previous.manifest["snapshot_id"] if previous.manifest else None,
-            reason=previous.reason,
+            run_id="", previous_version=table.version() if table else None, plan_only=True
         )
-        todo_dir = S.open_run(store, run_id, fingerprint, settings_fp)
-        run_dir = store / S.SNAPSHOTS / run_id
-        done = S.already_written(run_dir)
+        summary.reason = previous.reason
+        plan = _plan(config, prepared.filesystem, prepared.files, previous, {}, None, summary)
+        summary.annotated = len(plan.needed)
+        _print_plan(config, summary, len(prepared.files), "plan")
+        summary.wall_s = time.perf_counter() - started
+        return summary
+
+    with S.StoreLock(staging):
+        table = store.open_table(config.store, options)
+        run_id, resuming = S.choose_run_id(staging, config.run_id, store.committed_runs(table))
+        previous = _load_previous(store.read_state(table), fingerprint, settings_fp)
+        summary = ReprocessSummary(
+            run_id=run_id, previous_version=table.version() if table else None
+        )
+        summary.reason = previous.reason
+        todo_dir = S.open_run(staging, run_id, fingerprint, settings_fp)
+        out_dir = staging / run_id / S.OUT
+        done = S.already_written(out_dir)
         plan = _plan(config, prepared.filesystem, prepared.files, previous, done, todo_dir, summary)
         summary.annotated, summary.resumed = plan.todo_rows, plan.resumed
-        print(
-            f"{'resuming' if resuming else 'run'} {run_id} on {store} "
-            f"(previous snapshot {summary.previous or 'none'}; model {fingerprint}); "
-            f"{summary.documents:,} documents in {len(prepared.files):,} file(s)\n"
-            f"{plan.todo_rows:,} to annotate: {summary.counts()}",
-            flush=True,
-        )
+        _print_plan(config, summary, len(prepared.files), "resuming" if resuming else "run")
         failpoint("reprocess.before_annotate")
         if plan.todo_rows:
             on_stats = None
@@ -268,7 +284,7 @@ def run_reprocess(
                             after_file(name)
 
             summary.annotate = run_annotate(
-                config.annotate_config([str(todo_dir)], str(run_dir), run_id),
+                config.annotate_config([str(todo_dir)], str(out_dir), run_id),
                 rejected_columns=[CONTENT_HASH],
                 on_stats=on_stats,
                 # The plan above already left out what an earlier attempt wrote, by
@@ -278,35 +294,79 @@ def run_reprocess(
             print(summary.annotate.format(), flush=True)
             if not summary.annotate.balanced:
                 raise ReprocessError("annotation rows_in != rows_out + rows_rejected")
-        files: dict[Path, int | None] = dict.fromkeys(S.keep_needed(run_dir, plan.needed))
-        files.update(S.carry(store, run_dir, previous.manifest, plan.carried))
-        try:
-            entries = S.check_and_list(store, files, set(plan.corpus))
-        except S.SnapshotCheckError as err:
-            raise ReprocessError(f"snapshot {run_id}: {err}") from err
-        summary.rows = sum(e["rows"] for e in entries["files"])
-        summary.rejected_rows = sum(e["rows"] for e in entries["rejected_files"])
-        summary.checksum = format_checksum(entries["checksum"])
-        summary.sequence = (previous.manifest["sequence"] + 1) if previous.manifest else 1
-        manifest = {
-            "snapshot_id": run_id,
-            "sequence": summary.sequence,
-            "previous": summary.previous,
-            "published_at": datetime.now(UTC).isoformat(),
-            "model_name": config.model,
-            "model_fingerprint": fingerprint,
-            "settings": {name: getattr(config, name) for name in ROW_SETTINGS},
-            "settings_fingerprint": settings_fp,
-            "inputs": [asdict(item) for item in prepared.inputs],
-            "counts": {name: getattr(summary, name) for name in COUNTS},
-            "rows": summary.rows,
-            "rejected_rows": summary.rejected_rows,
-            "content_checksum": summary.checksum,
-            "files": entries["files"],
-            "rejected_files": entries["rejected_files"],
-            "config": asdict(config),
-        }
-        S.publish(store, files, manifest)
-        S.clean_up(store, run_id, config.keep_snapshots)
+        rows = _run_rows(config, out_dir, plan.needed, fingerprint, settings_fp)
+        deleted = sorted(set(previous.hashes) - set(plan.corpus))
+        summary.rows = rows.num_rows if rows is not None else 0
+        if rows is not None:
+            rejected = pc.equal(rows[C.STATUS], C.STATUS_REJECTED)
+            summary.rejected_rows = pc.sum(rejected).as_py() or 0
+        failpoint("reprocess.before_commit")  # every row staged, nothing committed
+        if rows is None and not deleted:
+            summary.version = summary.previous_version
+        else:
+            if rows is None:
+                rows = pa.table({C.DOC_ID: pa.array([], pa.string())})
+            metadata = {
+                store.RUN_KEY: run_id,
+                store.COUNTS_KEY: json.dumps({name: getattr(summary, name) for name in COUNTS}),
+                "model_name": config.model,
+                "model_fingerprint": fingerprint,
+                "settings": json.dumps(settings, sort_keys=True, default=str),
+            }
+            summary.version = store.commit(
+                config.store,
+                table,
+                rows,
+                deleted,
+                replace_all=table is not None and not plan.carried,
+                metadata=metadata,
+                storage_options=options,
+                target_file_mb=config.target_file_mb,
+            )
+            summary.expired_files = len(store.expire(config.store, config.keep_versions, options))
+        S.finish(staging, run_id)
     summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def _print_plan(config: ReprocessConfig, summary: ReprocessSummary, files: int, verb: str) -> None:
+    previous = "none" if summary.previous_version is None else summary.previous_version
+    print(
+        f"{verb} {summary.run_id} on {config.store} (table version {previous}); "
+        f"{summary.documents:,} documents in {files:,} file(s)\n"
+        f"{summary.annotated:,} to annotate: {summary.counts()}",
+        flush=True,
+    )
+
+
+def _run_rows(
+    config: ReprocessConfig,
+    out_dir: Path,
+    needed: dict[str, str],
+    fingerprint: str,
+    settings_fp: str,
+) -> pa.Table | None:
+    """The run's rows for the table, checked: every needed document exactly once."""
+    annotated, rejected = S.read_needed(out_dir, needed)
+    if annotated is None and rejected is None:
+        if needed:
+            raise ReprocessError(
+                f"{len(needed):,} document(s) were not annotated; nothing committed"
+            )
+        return None
+    parts = [t for t in (annotated, rejected) if t is not None]
+    ids = {doc_id for t in parts for doc_id in t.column(C.DOC_ID).to_pylist()}
+    missing = set(needed) - ids
+    if missing:
+        raise ReprocessError(
+            f"{len(missing):,} document(s) missing from the run's output "
+            f"(e.g. {sorted(missing)[:3]}); nothing committed"
+        )
+    settings = pa.array([settings_fp], pa.string())
+    parts = [
+        t.append_column(store.SETTINGS_FINGERPRINT, pa.repeat(settings[0], t.num_rows))
+        if t is not None
+        else None
+        for t in (annotated, rejected)
+    ]
+    return store.table_rows(parts[0], parts[1], config.model, fingerprint)

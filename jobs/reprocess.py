@@ -1,19 +1,22 @@
-"""Incremental reprocessing into an annotation store, published atomically; fit for cron.
+"""Incremental reprocessing into a Delta Lake table, one commit per run; fit for cron.
 
-python -m jobs.reprocess --config configs/reprocess_cpu.yaml input=DIR_OR_URI store=DIR [key=value ...]
+python -m jobs.reprocess --config configs/reprocess_cpu.yaml input=DIR_OR_URI store=DIR_OR_S3_URI [key=value ...]
 
 Annotates only the documents that are new, edited, or annotated by another model
-or other settings, carries the other rows over unchanged, and publishes a new
-snapshot by writing ``manifests/<snapshot_id>.json`` last (:mod:`annotation.reprocess`,
-store layout in :mod:`annotation.snapshots`).
+or other settings, and commits their rows (and the deletion of documents gone from
+the corpus) to the store's table in one transaction: one table version per run
+(:mod:`annotation.reprocess`; the table in :mod:`annotation.store`). It prints the
+plan first; ``plan_only=true`` stops there (no Ray, no model, no commit).
 
-A run that crashes leaves no manifest, so readers keep seeing the previous
-snapshot. Rerun with the same run_id (or with none: the newest crashed run is
-resumed) and the documents it already wrote are skipped. With nothing to do,
-no model is loaded and Ray is not started. One run at a time per store (flock).
+A run that crashes commits nothing, so readers keep seeing the previous version.
+Rerun with the same run_id (or with none: the newest crashed run is resumed) and
+the documents it already wrote are skipped. With nothing to do, no model is loaded
+and Ray is not started. One run at a time per staging area (flock); a run whose
+table changed under it (another writer committed first) commits nothing.
 
-Exit codes: 0 published; 1 a check failed (nothing published); 2 bad input or
-config; 3 another run holds the store.
+Exit codes: 0 committed (or nothing to commit, or plan only); 1 a check failed
+(nothing committed); 2 bad input or config (an old snapshot store included);
+3 another run holds the store or committed first.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import sys
 
 from annotation.config import ReprocessConfig
 from annotation.reprocess import ReprocessError, run_reprocess
-from annotation.snapshots import StoreLockedError
+from annotation.staging import StoreLockedError
+from annotation.store import ConcurrentCommitError
 from ner.config import ConfigError, parse_job_args
 from ner.corpus import InputError
 
@@ -31,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_job_args(ReprocessConfig, argv, "python -m jobs.reprocess", __doc__)
         summary = run_reprocess(config)
-    except StoreLockedError as err:
+    except (StoreLockedError, ConcurrentCommitError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
     except ReprocessError as err:
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(summary.format())
+    print(summary.format(), flush=True)
     return 0
 
 

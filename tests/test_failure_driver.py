@@ -8,8 +8,8 @@ included, is then killed and reaped. Points:
 - ``annotate.before_pipeline``: after planning, before the first write;
 - ``annotate.after_file:3``: the third file is written, others are being written;
 - ``annotate.before_manifest``: every file written, progress (the manifest) not;
-- ``reprocess.before_annotate`` / ``reprocess.before_manifest``: the same for the
-  reprocessing job, whose snapshot is published by its manifest.
+- ``reprocess.before_annotate`` / ``reprocess.before_commit``: the same for the
+  reprocessing job, whose run reaches the store's Delta table in one commit.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
-from annotation.snapshots import latest_snapshot, list_snapshots, read_snapshot
+from annotation.store import history, read_store
 from tests.failure_support import (
     content_checksum,
     doc_ids,
@@ -103,12 +104,12 @@ def test_annotate_rerun_after_driver_kill_is_exactly_once(setup, point):
     assert checksum == clean_checksum
 
 
-# --- the reprocessing job: a reader never sees half a snapshot ----------------------
+# --- the reprocessing job: a reader never sees half a run ----------------------
 
 
 @pytest.fixture(scope="module")
 def stores(setup):
-    """A store with one snapshot of the corpus, and the corpus with 10 new and 5 edited docs."""
+    """A store with one version of the corpus, and the corpus with 10 new and 5 edited docs."""
     root, corpus, model, _ = setup
     base = root / "store-base"
     code, log = run_job(
@@ -130,7 +131,7 @@ def stores(setup):
     code, log = run_job("jobs.reprocess", _reprocess_args(model, changed, clean))
     assert code == 0, log
     assert "annotated 15" in log
-    return base, changed, model, content_checksum([read_snapshot(clean)])
+    return base, changed, model, content_checksum([read_store(str(clean))])
 
 
 def _reprocess_args(model: str, corpus: Path, store: Path) -> list[str]:
@@ -146,28 +147,28 @@ def _reprocess_args(model: str, corpus: Path, store: Path) -> list[str]:
 
 @pytest.mark.parametrize(
     "point",
-    ["reprocess.before_annotate", "annotate.after_file:2", "reprocess.before_manifest"],
+    ["reprocess.before_annotate", "annotate.after_file:2", "reprocess.before_commit"],
 )
-def test_reprocess_driver_kill_leaves_the_last_snapshot_and_the_rerun_publishes_once(
+def test_reprocess_driver_kill_leaves_the_last_version_and_the_rerun_commits_once(
     stores, tmp_path, point
 ):
     base, changed, model, clean_checksum = stores
     store = tmp_path / "store"
     shutil.copytree(base, store)
-    before = latest_snapshot(store)
-    before_checksum = content_checksum([read_snapshot(store)])
+    before = DeltaTable(str(store)).version()
+    before_checksum = content_checksum([read_store(str(store))])
 
     code, log = run_job("jobs.reprocess", _reprocess_args(model, changed, store), failpoints=point)
     assert code == -9, log
-    # A reader still resolves the previous snapshot, whole and unchanged.
-    assert latest_snapshot(store) == before and len(list_snapshots(store)) == 1
-    assert content_checksum([read_snapshot(store)]) == before_checksum
+    # A reader still sees the previous version, whole and unchanged.
+    assert DeltaTable(str(store)).version() == before and len(history(str(store))) == 1
+    assert content_checksum([read_store(str(store))]) == before_checksum
 
     code, log = run_job("jobs.reprocess", _reprocess_args(model, changed, store))
     assert code == 0, log
     assert "resuming" in log
-    after = latest_snapshot(store)
-    assert after["sequence"] == before["sequence"] + 1
-    table = read_snapshot(store)
+    assert DeltaTable(str(store)).version() == before + 1  # one commit for the run
+    assert [run["version"] for run in history(str(store))] == [before + 1, before]
+    table = read_store(str(store))
     assert doc_ids([table]) == sorted(str(i) for i in range(60))
     assert content_checksum([table]) == clean_checksum

@@ -9,12 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 import annotation.reprocess as reprocess
 from annotation.config import CONTENT_HASH, ReprocessConfig
-from annotation.hashing import table_checksum
+from annotation.hashing import table_digest
 from annotation.reprocess import run_reprocess
-from annotation.snapshots import MANIFESTS, SNAPSHOTS, STAGING, latest_snapshot, read_snapshot
+from annotation.store import history, read_store
 from ner import columns as C
 from ner.model import model_fingerprint
 
@@ -72,8 +73,16 @@ def _rows(table: pa.Table) -> list[dict]:
     return sorted(table.to_pylist(), key=lambda r: r[C.DOC_ID])
 
 
+def _read(store: Path, version: int | None = None) -> pa.Table:
+    return read_store(str(store), version)
+
+
+def _version(store: Path) -> int:
+    return DeltaTable(str(store)).version()
+
+
 def _assert_exactly_once(store: Path, expected_ids: set[str]) -> tuple[pa.Table, pa.Table]:
-    rows, rejected = read_snapshot(store), read_snapshot(store, rejected=True)
+    rows, rejected = _read(store), read_store(str(store), rejected=True)
     ids = rows.column(C.DOC_ID).to_pylist() + rejected.column(C.DOC_ID).to_pylist()
     assert len(ids) == len(set(ids)), "a document appears twice"
     assert set(ids) == expected_ids
@@ -86,7 +95,7 @@ def _copy_store(base: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def base(ray_local, tiny_model_dir, tmp_path_factory):
-    """A store after one run (snapshot r1) over the 30 base documents."""
+    """A store after one run (r1, table version 0) over the 30 base documents."""
     root = tmp_path_factory.mktemp("reprocess")
     corpus = _write_corpus(root / "corpus", BASE)
     store = root / "store"
@@ -109,9 +118,9 @@ def test_first_run_publishes_one_row_per_document(base, tiny_model_dir):
     store, summary = base
     assert (summary.new, summary.changed, summary.carried, summary.deleted) == (30, 0, 0, 0)
     assert summary.annotated == 30 and summary.annotate.balanced
-    manifest = latest_snapshot(store)
-    assert manifest["snapshot_id"] == "r1" and manifest["sequence"] == 1
-    assert manifest["counts"]["new"] == 30 and manifest["rows"] + manifest["rejected_rows"] == 30
+    assert summary.version == 0 and summary.previous_version is None
+    (run,) = history(str(store))
+    assert run["run_id"] == "r1" and run["counts"]["new"] == 30 and summary.rows == 30
     rows, rejected = _assert_exactly_once(store, {str(i) for i in range(30)})
     assert rejected.column(C.DOC_ID).to_pylist() == ["14"]
     assert rejected.column(CONTENT_HASH).null_count == 0
@@ -121,10 +130,7 @@ def test_first_run_publishes_one_row_per_document(base, tiny_model_dir):
     assert {r[C.MODEL_FINGERPRINT] for r in by_id.values()} == {fingerprint}
     assert {r[C.RUN_ID] for r in by_id.values()} == {"r1"}
     assert all(len(r[CONTENT_HASH]) == 32 for r in by_id.values())
-    assert not (store / STAGING / "r1").exists()  # staging removed after publishing
-    listed = {e["path"] for e in manifest["files"] + manifest["rejected_files"]}
-    on_disk = {str(p.relative_to(store)) for p in (store / SNAPSHOTS / "r1").rglob("*.parquet")}
-    assert listed == on_disk
+    assert not (store / "_staging" / "r1").exists()  # staging removed after the commit
 
 
 @pytest.mark.integration
@@ -133,19 +139,19 @@ def test_unchanged_corpus_does_no_model_work_and_keeps_the_content(
 ):
     store = _copy_store(base[0], tmp_path)
     corpus = _write_corpus(tmp_path / "corpus", BASE)
-    before = latest_snapshot(store)
+    before = table_digest(_read(store))
     summary = run_reprocess(_config(corpus, store, tiny_model_dir, run_id="r2"))
     assert "0 to annotate" in capsys.readouterr().out
     assert (summary.carried, summary.annotated, summary.new, summary.changed) == (30, 0, 0, 0)
-    after = latest_snapshot(store)
-    assert after["snapshot_id"] == "r2" and after["previous"] == "r1"
-    assert after["content_checksum"] == before["content_checksum"]
-    # Same rows, provenance included: carried rows keep run_id r1 and annotated_at.
-    assert _rows(read_snapshot(store)) == _rows(read_snapshot(store, "r1"))
-    assert table_checksum(read_snapshot(store)) == table_checksum(read_snapshot(store, "r1"))
-    assert {r[C.RUN_ID] for r in read_snapshot(store).to_pylist()} == {"r1"}
-    # Whole files are shared with the previous snapshot by hard link, not copied.
-    assert all((store / e["path"]).stat().st_nlink == 2 for e in after["files"])
+    # Nothing to commit: the table stays at version 0, rows and provenance unchanged.
+    assert summary.version == summary.previous_version == 0 == _version(store)
+    assert table_digest(_read(store)) == before
+    assert {r[C.RUN_ID] for r in _read(store).to_pylist()} == {"r1"}
+
+    # plan_only prints the same plan and stops: no staging, no commit.
+    plan = run_reprocess(_config(corpus, store, tiny_model_dir, plan_only=True))
+    assert plan.plan_only and (plan.carried, plan.annotated) == (30, 0)
+    assert _version(store) == 0 and not (store / "_staging" / "r2").exists()
 
 
 @pytest.mark.integration
@@ -159,7 +165,10 @@ def test_ten_new_and_five_edited_documents_are_the_only_ones_annotated(
         files[name] = [(i, t, a + " Edited." if i in edited else a) for i, t, a in rows]
     files["part-c.parquet"] = _docs(100, 10)
     corpus = _write_corpus(tmp_path / "corpus", files)
+    plan = run_reprocess(_config(corpus, store, tiny_model_dir, plan_only=True))
+    assert (plan.new, plan.changed, plan.carried, plan.annotated) == (10, 5, 25, 15)
     summary = run_reprocess(_config(corpus, store, tiny_model_dir, run_id="r2"))
+    assert summary.version == 1  # one commit for the whole run
     assert (summary.new, summary.changed, summary.model_changed) == (10, 5, 0)
     assert (summary.carried, summary.deleted, summary.annotated) == (25, 0, 15)
     assert summary.annotate.rows_in == 15
@@ -176,7 +185,10 @@ def test_ten_new_and_five_edited_documents_are_the_only_ones_annotated(
     monkeypatch.setattr(reprocess, "run_annotate", lambda *a, **k: pytest.fail("model work"))
     summary = run_reprocess(_config(corpus, store, tiny_model_dir, run_id="r3"))
     assert (summary.deleted, summary.annotated, summary.carried) == (13, 0, 27)
+    assert summary.version == 2
     _assert_exactly_once(store, {str(i) for i in range(30)} - {"15", "16", "17"})
+    # Time travel: version 1 still holds the 40 documents.
+    assert len(_read(store, 1)) + len(read_store(str(store), 1, rejected=True)) == 40
 
 
 def _other_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
@@ -212,7 +224,7 @@ def test_a_crashed_run_publishes_nothing_and_its_rerun_is_exactly_once(
     store = _copy_store(base[0], tmp_path)
     corpus = _write_corpus(tmp_path / "corpus", BASE)
     model = _other_model(tiny_model_dir, tmp_path)  # all 30 documents need work
-    before = read_snapshot(store)
+    before = _read(store)
     written: list[str] = []
 
     def crash_after_two(path: str) -> None:
@@ -223,22 +235,21 @@ def test_a_crashed_run_publishes_nothing_and_its_rerun_is_exactly_once(
     with pytest.raises(_Crash):
         run_reprocess(_config(corpus, store, model, run_id="r2"), after_file=crash_after_two)
 
-    # Readers still see r1, untouched; the crashed run has data but no manifest.
-    assert latest_snapshot(store)["snapshot_id"] == "r1"
-    assert not (store / MANIFESTS / "r2.json").exists()
-    assert _rows(read_snapshot(store)) == _rows(before)
-    partial = [p for p in (store / SNAPSHOTS / "r2").rglob("*.parquet")]
+    # Readers still see version 0, untouched; the crashed run's files are only staged.
+    assert _version(store) == 0
+    assert _rows(_read(store)) == _rows(before)
+    partial = [p for p in (store / "_staging" / "r2" / "out").rglob("*.parquet")]
     assert len(partial) >= 2
     done = sum(pq.read_metadata(p).num_rows for p in partial)
 
     summary = run_reprocess(_config(corpus, store, model, run_id="r2"))
     assert summary.resumed >= done and summary.resumed + summary.annotated == 30
     assert summary.model_changed == 30
-    manifest = latest_snapshot(store)
-    assert manifest["snapshot_id"] == "r2" and manifest["counts"]["resumed"] == done
+    assert summary.version == 1 == _version(store)
+    assert history(str(store))[0]["counts"]["resumed"] == done
     rows, rejected = _assert_exactly_once(store, {str(i) for i in range(30)})
     assert {r[C.MODEL_FINGERPRINT] for r in rows.to_pylist()} == {model_fingerprint(model)}
-    assert not (store / STAGING / "r2").exists()
+    assert not (store / "_staging" / "r2").exists()
 
 
 def test_config_rejects_output_and_reserved_columns():
@@ -250,3 +261,5 @@ def test_config_rejects_output_and_reserved_columns():
         ReprocessConfig(input=["x"], passthrough=[CONTENT_HASH]).check()
     with pytest.raises(ConfigError, match="run_id"):
         ReprocessConfig(input=["x"], run_id="../escape").check()
+    with pytest.raises(ConfigError, match="staging"):
+        ReprocessConfig(input=["x"], store="s3://bucket/table").check()
