@@ -21,7 +21,7 @@ from ner.labels import LABEL2ID, LABELS
 from ner.packing import Windows, gather_padded, pack_windows, windows_from_arrow
 
 
-def predict(model, ids, lengths, to_canonical, log_probs: bool = False):
+def predict(model, ids, lengths, to_canonical, log_probs: bool = False, ordered: bool = False):
     """(canonical label id, its probability[, all log-probabilities]) per cell of a padded batch.
 
     ``ids`` (rows x width, int32 to halve the host->device copy) and ``lengths``
@@ -29,7 +29,8 @@ def predict(model, ids, lengths, to_canonical, log_probs: bool = False):
     Softmax runs in fp32 whatever the weights' dtype: bf16 probabilities near 1
     would round to 1. With ``log_probs`` the third result holds every label's
     log-probability in canonical order (rows x width x labels; -inf for a label
-    the model lacks), which constrained decoding (:mod:`ner.viterbi`) needs.
+    the model lacks), which constrained decoding (:mod:`ner.viterbi`) needs;
+    ``ordered`` says the model's label ids already are ours (no reordering).
     """
     import torch
 
@@ -41,6 +42,8 @@ def predict(model, ids, lengths, to_canonical, log_probs: bool = False):
     labels, scores = to_canonical[best], best_logp.exp()
     if not log_probs:
         return labels, scores
+    if ordered:
+        return labels, scores, logp
     canonical = torch.full((*logp.shape[:-1], len(LABELS)), -torch.inf, device=logp.device)
     canonical[..., to_canonical.long()] = logp
     return labels, scores, canonical
@@ -116,6 +119,8 @@ class TokenClassifierStage:
         for model_id, label in loaded.id2label.items():
             lookup[model_id] = LABEL2ID[label]
         self.to_canonical = torch.from_numpy(lookup).to(self.device, self.label_dtype)
+        # Every model this project trains has our label order: no reordering on the device.
+        self.ordered = np.array_equal(lookup, np.arange(len(LABELS)))
         self._pin = cuda  # pinned memory needs CUDA; the CPU path is the same without it
         self._event = _cuda_event if cuda else _NoEvent
         self._slots: list[_Slot] = []
@@ -206,14 +211,14 @@ class TokenClassifierStage:
             labels, scores, *logp = self._forward(staged[rows:].view(rows, width), staged[:rows])
             slot.labels[:size].copy_(labels.reshape(-1), non_blocking=True)
             slot.scores[:size].copy_(scores.reshape(-1).to(self.score_dtype), non_blocking=True)
-            if logp:
-                slot.logp[:size].copy_(logp[0].reshape(size, -1).half(), non_blocking=True)
+            if logp:  # copy_ converts to fp16 on the way: one pass, not two
+                slot.logp[:size].copy_(logp[0].reshape(size, -1), non_blocking=True)
             slot.done.record()
         return _Flight(slot, batch, positions[mask], mask)
 
     def _forward(self, ids, lengths):
         """(canonical ids, probabilities) on the device; a seam for the failure tests."""
-        return predict(self.model, ids, lengths, self.to_canonical, self.log_probs)
+        return predict(self.model, ids, lengths, self.to_canonical, self.log_probs, self.ordered)
 
     def _collect(self, flight: _Flight, pred_ids, pred_scores, logp, errors: list) -> None:
         """Wait for ``flight``'s results and scatter them into the flat outputs."""
@@ -227,7 +232,10 @@ class TokenClassifierStage:
         pred_ids[flight.targets] = flight.slot.labels_np[:size][mask]
         pred_scores[flight.targets] = flight.slot.scores_np[:size][mask]
         if logp is not None:
-            logp[flight.targets] = flight.slot.logp_np[:size][mask]
+            # Rows as opaque 26-byte items: numpy moves each with one copy, not 13.
+            row = np.dtype((np.void, logp.itemsize * logp.shape[1]))
+            cells = flight.slot.logp_np[:size].view(row).reshape(-1)
+            logp.view(row).reshape(-1)[flight.targets] = cells[mask]
 
 
 class _NoEvent:

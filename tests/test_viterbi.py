@@ -230,14 +230,32 @@ def test_log_probabilities_not_shaped_like_the_predictions_reject_the_document()
     assert row[C.STATUS] == "rejected" and C.I_PRED_LOGP in row[C.I_REASON]
 
 
-def test_the_classifier_writes_log_probabilities_that_agree_with_its_labels(tiny_model_dir):
+@pytest.fixture(scope="module")
+def reordered_model_dir(tmp_path_factory):
+    """A tiny model whose label ids are not ours (as a published model's may be)."""
+    from ner.model import save_tiny_model
+
+    order = np.random.default_rng(1).permutation(N_LABELS).tolist()
+    id2label = {i: LABELS[c] for i, c in enumerate(order)}
+    return save_tiny_model(
+        tmp_path_factory.mktemp("reordered"),
+        id2label=id2label,
+        label2id={label: i for i, label in id2label.items()},
+    )
+
+
+@pytest.mark.parametrize("which", ["ours", "reordered"])
+def test_the_classifier_writes_log_probabilities_that_agree_with_its_labels(
+    which, tiny_model_dir, reordered_model_dir
+):
     from ner.inference import TokenClassifierStage
     from ner.windowing import TokenizeStage
 
-    tokenized = TokenizeStage(str(tiny_model_dir), ["text"], "id", max_length=16, stride=4)(
+    model = str(tiny_model_dir if which == "ours" else reordered_model_dir)
+    tokenized = TokenizeStage(model, ["text"], "id", max_length=16, stride=4)(
         {"id": ["a", "b"], "text": ["Aspirin inhibits COX-1.", "p53 binds Mdm2. " * 5]}
     )
-    out = TokenClassifierStage(str(tiny_model_dir), token_budget=48, log_probs=True)(tokenized)
+    out = TokenClassifierStage(model, token_budget=48, log_probs=True)(tokenized)
     ids = np.concatenate([np.concatenate(d) for d in out.column(C.I_PRED_IDS).to_pylist()])
     scores = np.concatenate([np.concatenate(d) for d in out.column(C.I_PRED_SCORES).to_pylist()])
     logp = np.array(
