@@ -1,4 +1,4 @@
-"""A baseline plus update files resolved to PubMed's current state (ner/pubmed_updates.py)."""
+"""jobs.reprocess pubmed=true: a baseline plus update files resolved to PubMed's current state."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+import annotation.reprocess as reprocess
+from annotation.config import ReprocessConfig
+from annotation.hashing import table_digest
 from annotation.pubmed import PubmedFileStage
+from annotation.reprocess import run_reprocess
+from annotation.store import read_store
+from ner import columns as C
+from ner.config import ConfigError
 from ner.corpus import InputError
 from ner.pubmed_updates import file_order, load_current, read_current, resolve_current
 from tests.test_pubmed_xml import write_gz
@@ -112,3 +119,99 @@ def test_files_are_ordered_by_year_then_number():
     ]
     with pytest.raises(InputError, match="not a PubMed file name"):
         file_order("part-0001")
+
+
+def _config(inputs: list[Path], store: Path, model: Path, **overrides) -> ReprocessConfig:
+    values = dict(
+        input=[str(d) for d in inputs],
+        store=str(store),
+        model=str(model),
+        pubmed=True,
+        id_column="pmid",
+        text_columns=["title", "abstract"],
+        max_length=32,
+        stride=8,
+        tokenize_batch_size=4,
+        classify_batch_size=4,
+        token_budget=256,
+        write_batch_size=4,
+        tokenize_concurrency=[1, 1],
+        classifier_concurrency=[1, 1],
+        progress_bars=False,
+    )
+    values.update(overrides)
+    return ReprocessConfig(**values)
+
+
+def _fake_store(store: Path, texts: dict[str, tuple[str, str]], fingerprint: str) -> None:
+    """A store as a baseline run leaves it, written without Ray or a model."""
+    from annotation.hashing import content_hash, settings_fingerprint
+    from annotation.store import table_rows
+
+    config = _config([], store, Path("unused"))
+    settings = {name: getattr(config, name) for name in reprocess.ROW_SETTINGS}
+    ids = sorted(texts)
+    annotated = pa.table(
+        {
+            C.DOC_ID: ids,
+            C.ENTITIES: pa.array([[]] * len(ids), pa.list_(C.ENTITY_TYPE)),
+            C.STATUS: ["ok"] * len(ids),
+            C.MODEL_FINGERPRINT: [fingerprint] * len(ids),
+            "content_hash": [content_hash(texts[i]) for i in ids],
+            "settings_fingerprint": [settings_fingerprint(settings)] * len(ids),
+        }
+    )
+    rows = table_rows(annotated, None, "tiny", fingerprint)
+    reprocess.store.commit(str(store), None, rows, [], replace_all=False, metadata={})
+
+
+def test_plan_only_prints_the_update_in_pubmeds_words(converted, tiny_model_dir, tmp_path, capsys):
+    from ner.model import model_fingerprint
+
+    store = tmp_path / "store"
+    _fake_store(store, BASE_TEXT, model_fingerprint(tiny_model_dir))
+    plan = run_reprocess(_config(converted, store, tiny_model_dir, plan_only=True))
+    out = capsys.readouterr().out
+    assert "new 1, revised 1, deleted 1, unchanged 3, model-changed 0, annotated 2" in out
+    assert "PubMed: 2 file(s) pubmed26n0001 .. pubmed26n0002; 7 records" in out
+    assert (plan.new, plan.changed, plan.deleted, plan.carried, plan.documents) == (1, 1, 1, 3, 5)
+    assert plan.version is None and read_store(str(store)).num_rows == 5  # nothing committed
+
+
+def test_pubmed_mode_needs_pmid_ids(tmp_path):
+    with pytest.raises(ConfigError, match="pmid"):
+        _config([tmp_path], tmp_path / "s", tmp_path, id_column="doc").check()
+
+
+def _content(store: Path) -> str:
+    """The store's digest without the run's provenance (run id, time, staging file)."""
+    rows = read_store(str(store))
+    rejected = read_store(str(store), rejected=True)
+    assert rejected.num_rows == 0
+    return table_digest(rows.drop_columns([C.RUN_ID, C.ANNOTATED_AT, C.SOURCE_FILE]))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_baseline_then_update_equals_a_store_built_from_both_at_once(
+    ray_local, tiny_model_dir, converted, tmp_path
+):
+    baseline, update = converted
+    incremental, scratch = tmp_path / "incremental", tmp_path / "scratch"
+    first = run_reprocess(_config([baseline], incremental, tiny_model_dir, run_id="b"))
+    assert (first.new, first.annotated) == (5, 5)
+    second = run_reprocess(_config([baseline, update], incremental, tiny_model_dir, run_id="u"))
+    assert (second.new, second.changed, second.deleted, second.carried) == (1, 1, 1, 3)
+    assert second.annotated == 2 and second.version == 1
+    whole = run_reprocess(_config([baseline, update], scratch, tiny_model_dir, run_id="s"))
+    assert whole.new == 5
+    rows = read_store(str(incremental))
+    assert sorted(rows.column(C.DOC_ID).to_pylist()) == sorted(MERGED)
+    assert {r[C.DOC_ID]: r[C.RUN_ID] for r in rows.to_pylist()} == {
+        "1": "b",
+        "2": "u",
+        "4": "b",
+        "5": "b",
+        "6": "u",
+    }
+    assert _content(incremental) == _content(scratch)
