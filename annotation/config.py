@@ -209,6 +209,12 @@ class ReprocessConfig(AnnotateConfig):
     plan_only: bool = option(
         False, "print the plan (new, changed, deleted, ...) and exit: no Ray, no model, no commit"
     )
+    pubmed: bool = option(
+        False,
+        "input is jobs.pubmed_to_parquet output directories (baseline + update files): the "
+        "corpus is PubMed's current state, later files' records replacing earlier ones and "
+        "DeleteCitation removing PMIDs (ner/pubmed_updates.py); needs id_column=pmid",
+    )
 
     def check(self) -> None:
         super().check()
@@ -228,6 +234,8 @@ class ReprocessConfig(AnnotateConfig):
             raise ConfigError("target_file_mb must be at least 1")
         if self.run_id and not RUN_ID_PATTERN.match(self.run_id):
             raise ConfigError(f"run_id {self.run_id!r}: use letters, digits, '.', '_' and '-'")
+        if self.pubmed and self.id_column != "pmid":
+            raise ConfigError(f"pubmed=true reads citations by pmid, not {self.id_column!r}")
         if CONTENT_HASH in (self.id_column, *self.text_columns, *self.passthrough):
             raise ConfigError(f"column name {CONTENT_HASH!r} is reserved by reprocess")
 

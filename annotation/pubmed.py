@@ -33,10 +33,11 @@ from ner import columns as C
 from ner.atomic import atomic_write, write_json_atomic
 from ner.config import ConfigError, option
 from ner.corpus import InputError, resolve_filesystem
+from ner.pubmed_updates import CITATIONS_DIR, DELETIONS_DIR
 from ner.pubmed_xml import CITATION_SCHEMA, DELETION_SCHEMA, PubmedXmlError, iter_pubmed
 from ner.writer import safe_stem
 
-CITATIONS_DIR, DELETIONS_DIR, REPORT = "citations", "deletions", "_report.json"
+REPORT = "_report.json"
 SUFFIXES = (".xml.gz", ".xml")
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,6 +34,7 @@ from ner import columns as C
 from ner.atomic import write_parquet_atomic
 from ner.corpus import InputError
 from ner.failpoints import failpoint
+from ner.pubmed_updates import CurrentState, load_current
 from ner.writer import safe_stem
 
 SCAN_BATCH_ROWS = 8192
@@ -77,15 +78,18 @@ class ReprocessSummary:
     expired_files: int = 0
     plan_only: bool = False
     reason: str = ""  # why everything was re-annotated, if it was
+    pubmed_state: str = ""  # pubmed=true: what the files resolved to; PubMed's words
     wall_s: float = 0.0
     annotate: RunSummary | None = field(default=None, repr=False)
 
     def counts(self) -> str:
-        return (
-            f"new {self.new:,}, changed {self.changed:,}, model_changed {self.model_changed:,}, "
-            f"carried {self.carried:,}, deleted {self.deleted:,}, annotated {self.annotated:,}"
-            + (f", resumed {self.resumed:,}" if self.resumed else "")
-        )
+        n = (self.new, self.changed, self.model_changed, self.carried, self.deleted)
+        if self.pubmed_state:  # the same counts in PubMed's words
+            text = "new {0:,}, revised {1:,}, deleted {4:,}, unchanged {3:,}, model-changed {2:,}"
+        else:
+            text = "new {0:,}, changed {1:,}, model_changed {2:,}, carried {3:,}, deleted {4:,}"
+        text = text.format(*n) + f", annotated {self.annotated:,}"
+        return text + (f", resumed {self.resumed:,}" if self.resumed else "")
 
     def format(self) -> str:
         previous = "none" if self.previous_version is None else self.previous_version
@@ -95,7 +99,7 @@ class ReprocessSummary:
             head = f"run {self.run_id}: no change; table stays at version {previous}"
         else:
             head = f"run {self.run_id} committed table version {self.version} (previous {previous})"
-        lines = [head, self.counts()]
+        lines = [head, *([self.pubmed_state] if self.pubmed_state else []), self.counts()]
         if not self.plan_only:
             lines.append(
                 f"rows written {self.rows:,} (rejected {self.rejected_rows:,}); "
@@ -156,8 +160,12 @@ def _plan(
     done: dict[str, set[str]],
     todo_dir: Path | None,
     summary: ReprocessSummary,
+    current: CurrentState | None = None,
 ) -> _Plan:
-    """One streaming pass over the corpus: hash, classify, and stage the to-do documents."""
+    """One streaming pass over the corpus: hash, classify, and stage the to-do documents.
+
+    With ``current`` (pubmed=true), only each file's current PubMed records are read.
+    """
     plan = _Plan()
     conflicts: list[str] = []
     read_columns = list(
@@ -167,7 +175,10 @@ def _plan(
         parts = []
         with filesystem.open_input_file(path) as handle:
             reader = pq.ParquetFile(handle)
-            for batch in reader.iter_batches(batch_size=SCAN_BATCH_ROWS, columns=read_columns):
+            columns = current.columns(read_columns) if current else read_columns
+            for batch in reader.iter_batches(batch_size=SCAN_BATCH_ROWS, columns=columns):
+                if current is not None:
+                    batch = current.rows(path, batch, read_columns)
                 ids = batch.column(config.id_column).to_pylist()
                 texts = [batch.column(name).to_pylist() for name in config.text_columns]
                 take, digests = [], []
@@ -240,7 +251,11 @@ def run_reprocess(
     started = time.perf_counter()
     store.refuse_old_format(config.store)
     staging = _staging_dir(config)
-    prepared = prepare_run(config, str(staging))
+    current = load_current(config.input) if config.pubmed else None  # PubMed's current state
+    described = current.describe() if current else ""
+    prepared = prepare_run(
+        replace(config, input=current.files) if current else config, str(staging)
+    )
     fingerprint = prepared.fingerprint
     settings = {name: getattr(config, name) for name in ROW_SETTINGS}
     settings_fp = settings_fingerprint(settings)
@@ -252,8 +267,10 @@ def run_reprocess(
         summary = ReprocessSummary(
             run_id="", previous_version=table.version() if table else None, plan_only=True
         )
-        summary.reason = previous.reason
-        plan = _plan(config, prepared.filesystem, prepared.files, previous, {}, None, summary)
+        summary.reason, summary.pubmed_state = previous.reason, described
+        plan = _plan(
+            config, prepared.filesystem, prepared.files, previous, {}, None, summary, current
+        )
         summary.annotated = len(plan.needed)
         _print_plan(config, summary, len(prepared.files), "plan")
         summary.wall_s = time.perf_counter() - started
@@ -266,11 +283,13 @@ def run_reprocess(
         summary = ReprocessSummary(
             run_id=run_id, previous_version=table.version() if table else None
         )
-        summary.reason = previous.reason
+        summary.reason, summary.pubmed_state = previous.reason, described
         todo_dir = S.open_run(staging, run_id, fingerprint, settings_fp)
         out_dir = staging / run_id / S.OUT
         done = S.already_written(out_dir)
-        plan = _plan(config, prepared.filesystem, prepared.files, previous, done, todo_dir, summary)
+        plan = _plan(
+            config, prepared.filesystem, prepared.files, previous, done, todo_dir, summary, current
+        )
         summary.annotated, summary.resumed = plan.todo_rows, plan.resumed
         _print_plan(config, summary, len(prepared.files), "resuming" if resuming else "run")
         failpoint("reprocess.before_annotate")
@@ -334,7 +353,8 @@ def _print_plan(config: ReprocessConfig, summary: ReprocessSummary, files: int, 
     print(
         f"{verb} {summary.run_id} on {config.store} (table version {previous}); "
         f"{summary.documents:,} documents in {files:,} file(s)\n"
-        f"{summary.annotated:,} to annotate: {summary.counts()}",
+        + (f"{summary.pubmed_state}\n" if summary.pubmed_state else "")
+        + f"{summary.annotated:,} to annotate: {summary.counts()}",
         flush=True,
     )
 
