@@ -119,10 +119,10 @@ def evaluate_craft(args) -> int:
     (out / "scores.md").write_text(f"# {args.model} on {args.split}\n\n{table}\n")
     title = f"{Path(args.model).name} on {args.split}"
     plot_per_type_f1(metrics, out / "per_type_f1.png", args.split, title)
-    print(table)
-    print(f"wrote {out}/metrics.json, scores.md, per_type_f1.png")
+    print(f"{table}\nwrote {out}/metrics.json, scores.md, per_type_f1.png")
     if args.spans or args.update_model_card:
         documents = iob_documents(list(zip(tokens, tags, strict=True)), args.split)
+        args.overrides.insert(0, "word_unit=whitespace")  # CRAFT's tokens are its words
         curves = score_documents(args, documents, None, out / "spans", f"{title} (spans)")
         if args.update_model_card:
             section = "## Score thresholds\n\n" + (
