@@ -29,7 +29,7 @@ def predict(model, ids, lengths, to_canonical, log_probs: bool = False, ordered:
     Softmax runs in fp32 whatever the weights' dtype: bf16 probabilities near 1
     would round to 1. With ``log_probs`` the third result holds every label's
     log-probability in canonical order (rows x width x labels; -inf for a label
-    the model lacks), which constrained decoding (:mod:`ner.viterbi`) needs;
+    the model lacks) in fp16, which constrained decoding (:mod:`ner.viterbi`) needs;
     ``ordered`` says the model's label ids already are ours (no reordering).
     """
     import torch
@@ -43,10 +43,10 @@ def predict(model, ids, lengths, to_canonical, log_probs: bool = False, ordered:
     if not log_probs:
         return labels, scores
     if ordered:
-        return labels, scores, logp
+        return labels, scores, logp.half()
     canonical = torch.full((*logp.shape[:-1], len(LABELS)), -torch.inf, device=logp.device)
     canonical[..., to_canonical.long()] = logp
-    return labels, scores, canonical
+    return labels, scores, canonical.half()
 
 
 class TokenClassifierStage:
@@ -211,7 +211,7 @@ class TokenClassifierStage:
             labels, scores, *logp = self._forward(staged[rows:].view(rows, width), staged[:rows])
             slot.labels[:size].copy_(labels.reshape(-1), non_blocking=True)
             slot.scores[:size].copy_(scores.reshape(-1).to(self.score_dtype), non_blocking=True)
-            if logp:  # copy_ converts to fp16 on the way: one pass, not two
+            if logp:
                 slot.logp[:size].copy_(logp[0].reshape(size, -1), non_blocking=True)
             slot.done.record()
         return _Flight(slot, batch, positions[mask], mask)
