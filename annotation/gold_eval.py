@@ -22,9 +22,9 @@ from annotation.config import AnnotateConfig
 from annotation.run import RunSummary, run_annotate
 from ner import columns as C
 from ner.config import load_config
-from ner.gold import SEPARATOR, GoldDocument, Span
+from ner.gold import GoldDocument, Span
 from ner.gold_metrics import MICRO, Counts, markdown_table, threshold_for_precision
-from ner.pubtator import write_parquet
+from ner.pubtator import SEPARATOR, write_parquet
 
 ID, TITLE, ABSTRACT = "pmid", "title", "abstract"  # ner.pubtator.write_parquet's columns
 PRECISION_TARGET = 0.9

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ner import columns as C
+from ner.pubtator import TitledDocument
 from ner.windowing import join_text
 
 DEFAULT_TYPE_MAP = {
@@ -77,36 +78,24 @@ class Mention:
     score: float
 
 
-@dataclass
-class ExportDocument:
-    pmid: str
-    title: str
-    abstract: str
-    mentions: list[Mention] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return f"{self.title} {self.abstract}"
-
-
 def to_document(
     row: dict,
     type_map: dict[str, str],
     text_columns: Sequence[str] = ("title", "abstract"),
     separator: str = " ",
-) -> ExportDocument:
+) -> TitledDocument:
     """One annotation row (``doc_id``, ``entities`` and the two text columns) in the PubTator frame."""
     title_column, abstract_column = text_columns
     values = [row.get(title_column), row.get(abstract_column)]
     _, present, starts = join_text(values, list(text_columns), separator)
     title, abstract = (v or "" for v in values)
-    document = ExportDocument(str(row[C.DOC_ID]), title, abstract)
+    document = TitledDocument(str(row[C.DOC_ID]), title, abstract)
     text = document.text
     for entity in sorted(row[C.ENTITIES] or [], key=lambda e: (e["start"], e["end"])):
         column = entity["column"]
         if column not in present:
             raise ExportError(
-                f"document {document.pmid}: entity {entity['text']!r} lies in column "
+                f"document {document.doc_id}: entity {entity['text']!r} lies in column "
                 f"{column!r}, not in {title_column!r} or {abstract_column!r} (text_columns)"
             )
         base = 0 if column == title_column else len(title) + 1
@@ -114,7 +103,7 @@ def to_document(
         end = start + entity["end"] - entity["start"]
         if text[start:end] != entity["text"]:
             raise ExportError(
-                f"document {document.pmid}: entity {entity['text']!r} at {entity['start']} is "
+                f"document {document.doc_id}: entity {entity['text']!r} at {entity['start']} is "
                 f"{text[start:end]!r} in the texts given: were they changed after annotation?"
             )
         label = entity["label"]
@@ -133,7 +122,7 @@ def read_documents(
     input_files: Sequence[str] = (),
     id_column: str = "pmid",
     filesystem=None,
-) -> Iterator[ExportDocument]:
+) -> Iterator[TitledDocument]:
     """The documents of the annotation output files, in file order, with their texts.
 
     Texts come from the annotation files' own ``text_columns`` when present, else
@@ -196,9 +185,9 @@ def one_line(text: str) -> str:
     return text.translate(_LINE_BREAKS)
 
 
-def pubtator_block(document: ExportDocument) -> str:
+def pubtator_block(document: TitledDocument) -> str:
     """``pmid|t|title``, ``pmid|a|abstract``, one line per mention, and the blank line after."""
-    pmid = document.pmid
+    pmid = document.doc_id
     lines = [f"{pmid}|t|{one_line(document.title)}", f"{pmid}|a|{one_line(document.abstract)}"]
     lines += [
         f"{pmid}\t{m.start}\t{m.end}\t{one_line(m.text)}\t{m.type}\t{NO_CONCEPT_ID}"
@@ -213,13 +202,13 @@ class ExportCounts:
     mentions: int = 0
     types: Counter = field(default_factory=Counter)
 
-    def add(self, document: ExportDocument) -> None:
+    def add(self, document: TitledDocument) -> None:
         self.documents += 1
         self.mentions += len(document.mentions)
         self.types.update(m.type for m in document.mentions)
 
 
-def write_pubtator(documents: Iterable[ExportDocument], stream: TextIO) -> ExportCounts:
+def write_pubtator(documents: Iterable[TitledDocument], stream: TextIO) -> ExportCounts:
     counts = ExportCounts()
     for document in documents:
         stream.write(pubtator_block(document))
@@ -227,7 +216,7 @@ def write_pubtator(documents: Iterable[ExportDocument], stream: TextIO) -> Expor
     return counts
 
 
-def bioc_document(document: ExportDocument):
+def bioc_document(document: TitledDocument):
     """A BioC document: passages ``title`` (offset 0) and ``abstract`` (offset len(title)+1).
 
     Annotations sit in the passage they lie in; locations are document offsets,
@@ -236,7 +225,7 @@ def bioc_document(document: ExportDocument):
     import bioc
 
     doc = bioc.BioCDocument()
-    doc.id = document.pmid
+    doc.id = document.doc_id
     passages = []
     for kind, text, offset in (
         ("title", document.title, 0),
@@ -259,7 +248,7 @@ def bioc_document(document: ExportDocument):
 
 
 def write_bioc_xml(
-    documents: Iterable[ExportDocument], file, type_map: dict[str, str], source: str
+    documents: Iterable[TitledDocument], file, type_map: dict[str, str], source: str
 ) -> ExportCounts:
     """BioC XML to ``file`` (a path or a binary stream), a document at a time."""
     import datetime

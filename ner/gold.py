@@ -15,12 +15,12 @@ repeated title or abstract. Pure Python: no Ray, no torch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ner.config import ConfigError
+from ner.pubtator import TitledDocument as GoldDocument
 
-SEPARATOR = " "  # between title and abstract, as in PubTator offsets
 GOLD_FORMATS = ("pubtator", "bioc")
 
 
@@ -34,18 +34,6 @@ class Span:
     type: str
     text: str = ""
     score: float = 1.0
-
-
-@dataclass
-class GoldDocument:
-    doc_id: str
-    title: str
-    abstract: str
-    mentions: list[Span] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return self.title + SEPARATOR + self.abstract
 
 
 class GoldFormatError(ValueError):

@@ -5,10 +5,31 @@ Gold mention lines are ignored. Used by jobs.pubtator_to_parquet and the benchma
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+SEPARATOR = " "  # between title and abstract: PubTator's offsets run over both
+
+
+@dataclass
+class TitledDocument:
+    """A title and an abstract whose offsets run over ``title + " " + abstract``, and mentions.
+
+    Gold corpora (:mod:`ner.gold`) and exports (:mod:`ner.export`) both hold their
+    documents so; the mentions are theirs to define.
+    """
+
+    doc_id: str
+    title: str
+    abstract: str
+    mentions: list = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return self.title + SEPARATOR + self.abstract
 
 
 def read_pubtator(path: str | Path) -> list[dict[str, str]]:

@@ -161,7 +161,7 @@ def test_texts_are_joined_from_the_input_by_id_or_the_error_says_how(tmp_path):
     joined = list(
         read_documents(annotations, TYPE_MAP, input_files=[str(tmp_path / "input.parquet")])
     )
-    assert [d.pmid for d in joined] == [r["pmid"] for r in rows[::-1]]  # annotation order kept
+    assert [d.doc_id for d in joined] == [r["pmid"] for r in rows[::-1]]  # annotation order kept
     assert [d.title for d in joined] == [r["title"] for r in rows[::-1]]
     assert sum(len(d.mentions) for d in joined) == sum(len(r[C.ENTITIES]) for r in rows)
 
