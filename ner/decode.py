@@ -225,15 +225,14 @@ class _Batch:
         )
         breaks = np.ones(len(row), dtype=bool)
         breaks[1:] = (row[1:] != row[:-1]) | (segment[1:] != segment[:-1])
+        changed = None  # words relabelled to make BIO valid
         if self.logp is not None:
-            leaves = F.vectors(self.logp.child.values, V.N_LABELS, C.I_PRED_LOGP)
             words["label"], words["score"], changed = V.constrain(
-                words["label"], words["score"], breaks, lambda k: leaves[words["at"][k]]
+                words["label"], words["score"], breaks, self.logp_rows(words["at"])
             )
         types, inside = S.TYPE_OF[words["label"]], S.IS_INSIDE[words["label"]]
-        repaired = S.repair_bio(types, inside, breaks)
-        if self.logp is None:
-            changed = repaired
+        repaired = S.repair_bio(types, inside, breaks)  # none left after Viterbi
+        changed = repaired if changed is None else changed
         words["repairs"] = np.bincount(row[changed], minlength=self.n).astype(np.int32)
 
         members, first_member, first_word, last_word = S.mention_words(types, inside, repaired)
@@ -263,6 +262,15 @@ class _Batch:
         offsets = np.zeros(self.n + 1, dtype=np.int32)
         np.cumsum(np.bincount(span_row, minlength=self.n), out=offsets[1:])
         return pa.ListArray.from_arrays(pa.array(offsets), struct, type=pa.list_(C.ENTITY_TYPE))
+
+    def logp_rows(self, at: np.ndarray):
+        """``rows(k)``: the log-probabilities of words ``k``, read only when asked for."""
+
+        def rows(k: np.ndarray) -> np.ndarray:
+            leaves = F.vectors(self.logp.child.values, V.N_LABELS, C.I_PRED_LOGP)
+            return leaves[at[k]]
+
+        return rows
 
 
 def _predictions(lists, rejected, row, local, own, position, window_start) -> np.ndarray:

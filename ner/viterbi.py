@@ -33,15 +33,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ner.labels import LABELS
+from ner.spans import IS_INSIDE, N_LABELS, TYPE_OF, repair_bio
 
-N_LABELS = len(LABELS)
 N_TYPES = (N_LABELS - 1) // 2
 _B = np.arange(1, N_LABELS, 2)  # B-X columns
 _I = _B + 1  # I-X columns, in the same type order
-_IS_INSIDE = np.zeros(N_LABELS, dtype=bool)
-_IS_INSIDE[_I] = True
-_TYPE = np.where(np.arange(N_LABELS) == 0, -1, (np.arange(N_LABELS) - 1) // 2)
 # The kernel's column order, O, every B-X, then every I-X, so that B and I are slices.
 _GROUPED = np.concatenate([[0], _B, _I])
 
@@ -52,11 +48,7 @@ def invalid_steps(labels: np.ndarray, starts: np.ndarray) -> np.ndarray:
     ``starts`` marks where a sequence begins (no mention continues into it).
     """
     labels = np.asarray(labels)
-    inside = _IS_INSIDE[labels]
-    continues = np.zeros(len(labels), dtype=bool)
-    if len(labels) > 1:
-        continues[1:] = _TYPE[labels[1:]] == _TYPE[labels[:-1]]
-    return inside & (starts | ~continues)
+    return repair_bio(TYPE_OF[labels], IS_INSIDE[labels], np.asarray(starts, dtype=bool))
 
 
 def constrain(
