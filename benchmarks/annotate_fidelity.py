@@ -27,6 +27,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ner.viterbi import DECODINGS
+
 DEVEL = Path(__file__).resolve().parents[1].parent / "shared/data/craft-iob/devel.tsv"
 
 
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--stride", type=int, default=128)
     parser.add_argument("--limit", type=int, default=0, help="first N sentences only (0 = all)")
-    parser.add_argument("--decoding", default="viterbi", choices=["viterbi", "argmax"])
+    parser.add_argument("--decoding", default="viterbi", choices=DECODINGS)
     args = parser.parse_args(argv)
 
     from annotation.config import AnnotateConfig

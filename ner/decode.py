@@ -41,8 +41,7 @@ from ner import spans as S
 from ner import viterbi as V
 from ner.labels import type_thresholds
 from ner.rejections import Rejections
-
-DECODINGS = ("viterbi", "argmax")
+from ner.viterbi import DECODINGS
 
 
 def decode_batch(

@@ -35,6 +35,7 @@ import numpy as np
 
 from ner.spans import IS_INSIDE, N_LABELS, TYPE_OF, repair_bio
 
+DECODINGS = ("viterbi", "argmax")  # the decodings the jobs offer; argmax is ner.spans' repair
 N_TYPES = (N_LABELS - 1) // 2
 _B = np.arange(1, N_LABELS, 2)  # B-X columns
 _I = _B + 1  # I-X columns, in the same type order

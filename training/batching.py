@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ner.labels import ID2LABEL, LABEL2ID
-from ner.viterbi import N_LABELS, bio_viterbi
+from ner.viterbi import DECODINGS, N_LABELS, bio_viterbi
 
 IGNORE_INDEX = -100  # the index torch's cross-entropy skips
 # Word-level continuation label for sub-tokens after the first, when every
@@ -188,10 +188,10 @@ def word_predictions(
     words[first < 0] = -np.inf
     words[first < 0, LABEL2ID["O"]] = 0.0
     labels = words.argmax(axis=1)
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
     if decoding == "viterbi" and len(labels):
         starts = np.zeros(len(labels), dtype=bool)
         starts[(np.cumsum(counts) - counts)[counts > 0]] = True
         labels = bio_viterbi(words, starts)
-    elif decoding != "argmax":
-        raise ValueError(f"decoding must be viterbi or argmax, got {decoding!r}")
     return [part.tolist() for part in np.split(labels, np.cumsum(counts)[:-1])]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ner.config import ConfigError, option
+from ner.viterbi import DECODINGS
 
 
 @dataclass
@@ -102,7 +103,9 @@ class TrainConfig:
             raise ConfigError(
                 f"mixed_precision must be auto, bf16, fp16 or no, got {self.mixed_precision!r}"
             )
-        if self.decoding not in ("viterbi", "argmax"):
-            raise ConfigError(f"decoding must be viterbi or argmax, got {self.decoding!r}")
+        if self.decoding not in DECODINGS:
+            raise ConfigError(
+                f"decoding must be one of {', '.join(DECODINGS)}, got {self.decoding!r}"
+            )
         if self.max_failures < -1:
             raise ConfigError("max_failures must be -1 (unlimited) or more")
