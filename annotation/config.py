@@ -114,6 +114,9 @@ class AnnotateConfig:
     object_store_mb: int = option(
         0, "object store of a new local cluster in MiB (0 = Ray's default)"
     )
+    dashboard: bool = option(
+        True, "start Ray's dashboard (port 8265) with a new local cluster; false starts faster"
+    )
     progress_bars: bool = option(True, "show Ray Data's progress bars")
     verbose: bool = option(
         False, "show Ray's own log lines on the console (they always go to the log files)"

@@ -184,6 +184,7 @@ def run_annotate(
             config.ray_address,
             config.num_cpus,
             config.object_store_mb,
+            dashboard=config.dashboard,
             verbose=config.verbose,
             progress_bars=config.progress_bars,
         )

@@ -228,10 +228,10 @@ def bench_bare(model: str, windows: list[list[int]], device: str, token_budget: 
     return {"batches": len(batches), "seconds": seconds, "busy": busy.percent}
 
 
-def bench_job(model: str, corpus: Path, output: Path, config: str) -> dict:
+def bench_job(model: str, corpus: Path, output: Path, config: str, extra=()) -> dict:
     """(c) ``jobs.annotate`` as a user runs it; the figures come from its run manifest."""
     command = [sys.executable, "-m", "jobs.annotate", "--config", config, f"input={corpus}",
-               f"output={output}", f"model={model}", "progress_bars=false"]  # fmt: skip
+               f"output={output}", f"model={model}", "progress_bars=false", *extra]  # fmt: skip
     with GpuBusy() as busy:
         started = time.perf_counter()
         proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -356,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
         corpus = out / f"corpus-{copies}x"
         rows = build_corpus(corpus, docs, copies)
         job_config = "configs/annotate_cpu.yaml" if args.tiny else "configs/annotate_gpu.yaml"
-        c = bench_job(model, corpus, out / "annotations", job_config)
+        # --tiny only checks that the suite runs: no dashboard, for a faster start.
+        extra = ["dashboard=false"] if args.tiny else []
+        c = bench_job(model, corpus, out / "annotations", job_config, extra)
         summary = c["summary"]
         annotation["c_job"] = rates(summary["tokens"], rows, c["wall"], flops, peak)
         annotation["c_job"].update(busy=c["busy"], pipeline_s=round(summary["pipeline_s"], 2))
