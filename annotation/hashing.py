@@ -8,6 +8,10 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
+# Schema metadata of a Parquet file that carries its own ``content_hash`` column: the
+# JSON list of the text columns hashed, in order (see annotation.planning).
+HASHED_COLUMNS_KEY = b"content_hash_columns"
+
 
 def content_hash(values: Sequence[str | bytes | None]) -> str:
     """Hash of a document's text column values, in column order.

@@ -5,8 +5,11 @@ streams the file with :func:`ner.pubmed_xml.iter_pubmed` and writes its rows as
 they come, a row group at a time, so a task's memory does not grow with the
 file. Output, under ``output``:
 
-- ``citations/<stem>.parquet``: :data:`ner.pubmed_xml.CITATION_SCHEMA`, input for
-  ``jobs.annotate id_column=pmid text_columns=[title,abstract]``;
+- ``citations/<stem>.parquet``: :data:`ner.pubmed_xml.CITATION_SCHEMA` plus
+  ``content_hash`` (of title and abstract, as :mod:`annotation.planning` compares
+  them), input for ``jobs.annotate id_column=pmid text_columns=[title,abstract]``.
+  The hash is computed here, while each record is in hand, so that a daily
+  reprocessing run reads ids and hashes, not every abstract, to find what changed;
 - ``deletions/<stem>.parquet``: :data:`ner.pubmed_xml.DELETION_SCHEMA` (written for
   every file, empty when the file deletes nothing);
 - ``_report.json``, written last: the counts per file, and the bad files with reasons.
@@ -20,6 +23,7 @@ half-read file gives no rows at all), and the other files go on.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +33,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from annotation.cluster import init_ray
+from annotation.config import CONTENT_HASH
+from annotation.hashing import HASHED_COLUMNS_KEY, content_hash
 from ner import columns as C
 from ner.atomic import atomic_write, write_json_atomic
 from ner.config import ConfigError, option
@@ -37,6 +43,9 @@ from ner.pubmed_updates import CITATIONS_DIR, DELETIONS_DIR
 from ner.pubmed_xml import CITATION_SCHEMA, DELETION_SCHEMA, PubmedXmlError, iter_pubmed
 from ner.writer import safe_stem
 
+HASHED_COLUMNS = ["title", "abstract"]
+FILE_SCHEMA = CITATION_SCHEMA.append(pa.field(CONTENT_HASH, pa.string(), nullable=False))
+FILE_SCHEMA = FILE_SCHEMA.with_metadata({HASHED_COLUMNS_KEY: json.dumps(HASHED_COLUMNS)})
 REPORT = "_report.json"
 SUFFIXES = (".xml.gz", ".xml")
 
@@ -54,6 +63,7 @@ class PubmedToParquetConfig:
     concurrency: int = option(0, "files converted at once at most; 0 = as the cluster's CPUs allow")
     ray_address: str = option("", "Ray cluster address; empty = RAY_ADDRESS or a new local cluster")
     num_cpus: int = option(0, "CPUs of a new local cluster (0 = all)")
+    dashboard: bool = option(True, "start Ray's dashboard with a new local cluster")
     progress_bars: bool = option(True, "show Ray Data's progress bars")
     verbose: bool = option(False, "show Ray's own log lines on the console")
 
@@ -130,19 +140,21 @@ class PubmedFileStage:
 
         def write_citations(stream) -> None:
             rows: list[dict] = []
-            with pq.ParquetWriter(stream, CITATION_SCHEMA, compression="zstd") as writer:
+            with pq.ParquetWriter(stream, FILE_SCHEMA, compression="zstd") as writer:
                 for record in iter_pubmed(in_path, in_fs, source_file=name):
                     if record.kind == "deletion":
                         deletions.append(record.row)
                         continue
-                    rows.append(record.row)
+                    row = record.row
+                    row[CONTENT_HASH] = content_hash([row[name] for name in HASHED_COLUMNS])
+                    rows.append(row)
                     report.citations += 1
                     report.without_abstract += record.row["abstract"] == ""
                     if len(rows) >= self.row_group_rows:
-                        writer.write_table(pa.Table.from_pylist(rows, schema=CITATION_SCHEMA))
+                        writer.write_table(pa.Table.from_pylist(rows, schema=FILE_SCHEMA))
                         rows = []
                 if rows:
-                    writer.write_table(pa.Table.from_pylist(rows, schema=CITATION_SCHEMA))
+                    writer.write_table(pa.Table.from_pylist(rows, schema=FILE_SCHEMA))
 
         try:
             atomic_write(citations_file, write_citations, out_fs)
@@ -240,6 +252,7 @@ def run_pubmed_to_parquet(config: PubmedToParquetConfig) -> PubmedSummary:
     init_ray(
         config.ray_address,
         config.num_cpus,
+        dashboard=config.dashboard,
         verbose=config.verbose,
         progress_bars=config.progress_bars,
     )

@@ -22,22 +22,17 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
+from annotation import planning as P
 from annotation import staging as S
 from annotation import store
 from annotation.config import CONTENT_HASH, ROW_SETTINGS, ReprocessConfig
-from annotation.hashing import content_hash, settings_fingerprint
+from annotation.hashing import settings_fingerprint
 from annotation.run import RunSummary, prepare_run, run_annotate
 from ner import columns as C
-from ner.atomic import write_parquet_atomic
-from ner.corpus import InputError
 from ner.failpoints import failpoint
-from ner.pubmed_updates import CurrentState, load_current
-from ner.writer import safe_stem
+from ner.pubmed_updates import load_current
 
-SCAN_BATCH_ROWS = 8192
 COUNTS = (
     "documents",
     "new",
@@ -115,125 +110,6 @@ class ReprocessSummary:
         return "\n".join(lines)
 
 
-@dataclass
-class _Previous:
-    """The table's state, as far as deciding what to annotate needs it."""
-
-    hashes: dict[str, str]  # doc_id -> content hash (annotated and rejected documents)
-    stale: set[str]  # doc_ids annotated by another model or other settings
-    reason: str
-
-
-@dataclass
-class _Plan:
-    needed: dict[str, str] = field(default_factory=dict)  # doc_id -> hash, to be annotated
-    corpus: dict[str, str] = field(default_factory=dict)  # doc_id -> hash, every document
-    carried: set[str] = field(default_factory=set)
-    todo_files: list[str] = field(default_factory=list)
-    todo_rows: int = 0
-    resumed: int = 0
-
-
-def _load_previous(state: pa.Table, fingerprint: str, settings_fp: str) -> _Previous:
-    """Which stored rows are stale, from the projected state columns (vectorised)."""
-    other_settings = pc.fill_null(
-        pc.not_equal(state[store.SETTINGS_FINGERPRINT], settings_fp), True
-    )
-    other_model = pc.fill_null(pc.not_equal(state[C.MODEL_FINGERPRINT], fingerprint), True)
-    stale = pc.or_(other_settings, other_model)
-    reason = ""
-    if state.num_rows and pc.all(other_settings).as_py():
-        reason = "annotation settings changed"
-    elif state.num_rows and pc.all(other_model).as_py():
-        before = state[C.MODEL_FINGERPRINT][0].as_py()
-        reason = f"model changed ({before} -> {fingerprint})"
-    ids = state[C.DOC_ID].to_pylist()
-    hashes = dict(zip(ids, state[CONTENT_HASH].to_pylist(), strict=True))
-    return _Previous(hashes, set(state[C.DOC_ID].filter(stale).to_pylist()), reason)
-
-
-def _plan(
-    config: ReprocessConfig,
-    filesystem: pafs.FileSystem,
-    files: list[str],
-    previous: _Previous,
-    done: dict[str, set[str]],
-    todo_dir: Path | None,
-    summary: ReprocessSummary,
-    current: CurrentState | None = None,
-) -> _Plan:
-    """One streaming pass over the corpus: hash, classify, and stage the to-do documents.
-
-    With ``current`` (pubmed=true), only each file's current PubMed records are read.
-    """
-    plan = _Plan()
-    conflicts: list[str] = []
-    read_columns = list(
-        dict.fromkeys([config.id_column, *config.text_columns, *config.passthrough])
-    )
-    for k, path in enumerate(files):
-        parts = []
-        with filesystem.open_input_file(path) as handle:
-            reader = pq.ParquetFile(handle)
-            columns = current.columns(read_columns) if current else read_columns
-            for batch in reader.iter_batches(batch_size=SCAN_BATCH_ROWS, columns=columns):
-                if current is not None:
-                    batch = current.rows(path, batch, read_columns)
-                ids = batch.column(config.id_column).to_pylist()
-                texts = [batch.column(name).to_pylist() for name in config.text_columns]
-                take, digests = [], []
-                for i, raw in enumerate(ids):
-                    if raw is None:
-                        summary.null_ids += 1
-                        continue
-                    doc_id = str(raw)
-                    digest = content_hash([column[i] for column in texts])
-                    seen = plan.corpus.get(doc_id)
-                    if seen is not None:
-                        if seen == digest:
-                            summary.duplicate_ids += 1
-                        else:
-                            conflicts.append(doc_id)
-                        continue
-                    plan.corpus[doc_id] = digest
-                    before = previous.hashes.get(doc_id)
-                    if before is None:
-                        summary.new += 1
-                    elif before != digest:
-                        summary.changed += 1
-                    elif doc_id in previous.stale:
-                        summary.model_changed += 1
-                    else:
-                        summary.carried += 1
-                        plan.carried.add(doc_id)
-                        continue
-                    plan.needed[doc_id] = digest
-                    if digest in done.get(doc_id, ()):
-                        plan.resumed += 1
-                        continue
-                    take.append(i)
-                    digests.append(digest)
-                if take and todo_dir is not None:
-                    rows = batch.take(pa.array(take, pa.int64()))
-                    parts.append(rows.append_column(CONTENT_HASH, pa.array(digests, pa.string())))
-        if parts:
-            target = todo_dir / f"f{k:05d}-{safe_stem(path, 60)}.parquet"
-            table = pa.Table.from_batches(parts)
-            write_parquet_atomic(table, target)
-            plan.todo_files.append(str(target))
-            plan.todo_rows += table.num_rows
-    if conflicts:
-        raise InputError(
-            f"{len(conflicts):,} doc_id(s) occur more than once with different text, e.g. "
-            + ", ".join(conflicts[:5])
-            + "; the store is keyed by doc_id"
-        )
-    summary.documents = len(plan.corpus)
-    summary.deleted = len(previous.hashes) - summary.changed - summary.model_changed
-    summary.deleted -= summary.carried
-    return plan
-
-
 def _staging_dir(config: ReprocessConfig) -> Path:
     if config.staging:
         return Path(config.staging).expanduser().resolve()
@@ -263,15 +139,16 @@ def run_reprocess(
 
     if config.plan_only:  # read-only: no lock, no staging, no Ray, no model
         table = store.open_table(config.store, options)
-        previous = _load_previous(store.read_state(table), fingerprint, settings_fp)
+        previous = P.load_previous(store.read_state(table), fingerprint, settings_fp)
         summary = ReprocessSummary(
             run_id="", previous_version=table.version() if table else None, plan_only=True
         )
         summary.reason, summary.pubmed_state = previous.reason, described
-        plan = _plan(
-            config, prepared.filesystem, prepared.files, previous, {}, None, summary, current
-        )
-        summary.annotated = len(plan.needed)
+        plan = P.plan_run(
+            config, prepared.filesystem, prepared.files, previous, P.empty_done(), None,
+            summary, current,
+        )  # fmt: skip
+        summary.annotated = plan.needed.num_rows
         _print_plan(config, summary, len(prepared.files), "plan")
         summary.wall_s = time.perf_counter() - started
         return summary
@@ -279,7 +156,7 @@ def run_reprocess(
     with S.StoreLock(staging):
         table = store.open_table(config.store, options)
         run_id, resuming = S.choose_run_id(staging, config.run_id, store.committed_runs(table))
-        previous = _load_previous(store.read_state(table), fingerprint, settings_fp)
+        previous = P.load_previous(store.read_state(table), fingerprint, settings_fp)
         summary = ReprocessSummary(
             run_id=run_id, previous_version=table.version() if table else None
         )
@@ -287,7 +164,7 @@ def run_reprocess(
         todo_dir = S.open_run(staging, run_id, fingerprint, settings_fp)
         out_dir = staging / run_id / S.OUT
         done = S.already_written(out_dir)
-        plan = _plan(
+        plan = P.plan_run(
             config, prepared.filesystem, prepared.files, previous, done, todo_dir, summary, current
         )
         summary.annotated, summary.resumed = plan.todo_rows, plan.resumed
@@ -314,7 +191,7 @@ def run_reprocess(
             if not summary.annotate.balanced:
                 raise ReprocessError("annotation rows_in != rows_out + rows_rejected")
         rows = _run_rows(config, out_dir, plan.needed, fingerprint, settings_fp)
-        deleted = sorted(set(previous.hashes) - set(plan.corpus))
+        deleted = plan.deleted
         summary.rows = rows.num_rows if rows is not None else 0
         if rows is not None:
             rejected = pc.equal(rows[C.STATUS], C.STATUS_REJECTED)
@@ -362,25 +239,25 @@ def _print_plan(config: ReprocessConfig, summary: ReprocessSummary, files: int, 
 def _run_rows(
     config: ReprocessConfig,
     out_dir: Path,
-    needed: dict[str, str],
+    needed: pa.Table,
     fingerprint: str,
     settings_fp: str,
 ) -> pa.Table | None:
     """The run's rows for the table, checked: every needed document exactly once."""
     annotated, rejected = S.read_needed(out_dir, needed)
     if annotated is None and rejected is None:
-        if needed:
+        if needed.num_rows:
             raise ReprocessError(
-                f"{len(needed):,} document(s) were not annotated; nothing committed"
+                f"{needed.num_rows:,} document(s) were not annotated; nothing committed"
             )
         return None
-    parts = [t for t in (annotated, rejected) if t is not None]
-    ids = {doc_id for t in parts for doc_id in t.column(C.DOC_ID).to_pylist()}
-    missing = set(needed) - ids
-    if missing:
+    parts = [t[C.DOC_ID] for t in (annotated, rejected) if t is not None]
+    ids = pa.chunked_array([c for part in parts for c in part.chunks], pa.string())
+    missing = needed[C.DOC_ID].filter(pc.invert(pc.is_in(needed[C.DOC_ID], ids.combine_chunks())))
+    if len(missing):
         raise ReprocessError(
             f"{len(missing):,} document(s) missing from the run's output "
-            f"(e.g. {sorted(missing)[:3]}); nothing committed"
+            f"(e.g. {sorted(missing.to_pylist())[:3]}); nothing committed"
         )
     settings = pa.array([settings_fp], pa.string())
     parts = [

@@ -25,6 +25,7 @@ import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -52,14 +53,14 @@ def written_files(out_dir: Path) -> list[Path]:
     return [Path(p) for p in list_written(pafs.LocalFileSystem(), str(out_dir))]
 
 
-def already_written(out_dir: Path) -> dict[str, set[str]]:
-    """doc_id -> content hashes an earlier attempt of this run annotated (or rejected)."""
-    done: dict[str, set[str]] = {}
-    for path in written_files(out_dir):
-        table = pq.read_table(path, columns=[C.DOC_ID, CONTENT_HASH])
-        for doc_id, digest in zip(*(c.to_pylist() for c in table.columns), strict=True):
-            done.setdefault(doc_id, set()).add(digest)
-    return done
+def already_written(out_dir: Path) -> pa.Table:
+    """``doc_id, content_hash`` of what an earlier attempt of this run annotated (or rejected)."""
+    schema = pa.schema([(C.DOC_ID, pa.string()), (CONTENT_HASH, pa.string())])
+    parts = [
+        pq.read_table(path, columns=[C.DOC_ID, CONTENT_HASH]).cast(schema)
+        for path in written_files(out_dir)
+    ]
+    return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
 def choose_run_id(staging: Path, requested: str, committed: dict[str, int]) -> tuple[str, bool]:
@@ -120,33 +121,42 @@ def open_run(staging: Path, run_id: str, fingerprint: str, settings_fp: str) -> 
     return folder / f"a{state['attempts']:03d}"
 
 
-def read_needed(out_dir: Path, needed: dict[str, str]) -> tuple[pa.Table | None, pa.Table | None]:
+def read_needed(out_dir: Path, needed: pa.Table) -> tuple[pa.Table | None, pa.Table | None]:
     """The annotated and rejected rows of ``out_dir`` that the plan needs, each id once.
 
-    Rows an earlier attempt wrote for text that has changed since, or twice, are
-    left out. Filtering is vectorised: ids and hashes are compared as Arrow arrays.
+    ``needed`` has ``doc_id, content_hash``. Rows an earlier attempt wrote for text
+    that has changed since, or twice, are left out. Filtering is vectorised: ids and
+    hashes are compared as Arrow arrays.
     """
-    wanted = pa.table(
-        {C.DOC_ID: list(needed), CONTENT_HASH: list(needed.values())},
-        schema=pa.schema([(C.DOC_ID, pa.string()), (CONTENT_HASH, pa.string())]),
-    )
-    keys = pc.binary_join_element_wise(wanted[C.DOC_ID], wanted[CONTENT_HASH], "\x1f")
+    keys = pc.binary_join_element_wise(needed[C.DOC_ID], needed[CONTENT_HASH], "\x1f")
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
     out: dict[bool, list[pa.Table]] = {False: [], True: []}
     for path in written_files(out_dir):
         table = pq.read_table(path)
         row_keys = pc.binary_join_element_wise(table[C.DOC_ID], table[CONTENT_HASH], "\x1f")
         table = table.filter(pc.is_in(row_keys, value_set=keys))
         out[path.parent.name == REJECTED_DIR].append(table)
-    result = []
-    seen: set[str] = set()
-    for parts in (out[False], out[True]):
-        if not parts:
+    tables = [
+        pa.concat_tables(parts, promote_options="default") if parts else None
+        for parts in (out[False], out[True])
+    ]
+    # Each id once, at its first row, annotated rows before rejected ones.
+    present = [t for t in tables if t is not None]
+    if not present:
+        return None, None
+    ids = pa.chunked_array([c for t in present for c in t[C.DOC_ID].chunks], pa.string())
+    index = pa.table({C.DOC_ID: ids, "i": np.arange(len(ids))})
+    first = index.group_by(C.DOC_ID, use_threads=False).aggregate([("i", "min")])["i_min"]
+    first = first.combine_chunks()
+    result, offset = [], 0
+    for table in tables:
+        if table is None:
             result.append(None)
             continue
-        table = pa.concat_tables(parts, promote_options="default")
-        ids = table.column(C.DOC_ID).to_pylist()
-        first = [doc_id not in seen and not seen.add(doc_id) for doc_id in ids]
-        result.append(table.filter(pa.array(first, pa.bool_())))
+        rows = np.arange(offset, offset + table.num_rows)
+        offset += table.num_rows
+        result.append(table.filter(pc.is_in(pa.array(rows), value_set=first)))
     return result[0], result[1]
 
 

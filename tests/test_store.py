@@ -144,7 +144,8 @@ def test_read_needed_keeps_each_needed_document_once_at_its_current_text(tmp_pat
     pq.write_table(_rows(["1"]), out / "b.parquet")  # written twice
     rejected = pa.table({C.DOC_ID: ["4"], C.REASON: ["long"], CONTENT_HASH: ["h4"]})
     pq.write_table(rejected, out / "_rejected" / "c.parquet")
-    annotated, rejected = S.read_needed(out, {"1": "h1", "2": "old", "4": "h4"})
+    needed = pa.table({C.DOC_ID: ["1", "2", "4"], CONTENT_HASH: ["h1", "old", "h4"]})
+    annotated, rejected = S.read_needed(out, needed)
     assert annotated.column(C.DOC_ID).to_pylist() == ["1"]  # 2's text changed, 3 not needed
     assert rejected.column(C.DOC_ID).to_pylist() == ["4"]
 
