@@ -1,11 +1,10 @@
 """Plan a reprocessing run: which documents are new, changed, stale, carried or deleted.
 
 The corpus is compared with the store's state (``doc_id, content_hash`` and the
-fingerprints of the model and settings that made each row) as Arrow tables: joins,
-group-bys and set membership in Arrow's kernels, no Python object per document.
-At PubMed's 36 M documents the state and the corpus's ids and hashes are a few
-GB of Arrow buffers; as Python dicts (the first version) they were about ten times
-that, on the driver.
+fingerprints of the model and settings that made each row) as Arrow arrays: set
+membership and positions (``index_in``) in Arrow's kernels, no Python object per
+document. The fingerprints are reduced to one flag per row as the state is read,
+since they are most of its bytes.
 
 What stays per document in Python is the content hash of a corpus that does not
 bring its own (:func:`annotation.hashing.content_hash`): ``jobs.pubmed_to_parquet``
@@ -56,24 +55,40 @@ class Plan:
     resumed: int = 0
 
 
-def load_previous(state: pa.Table, fingerprint: str, settings_fp: str) -> Previous:
-    """Which stored rows are stale, from the projected state columns (vectorised)."""
-    other_settings = pc.fill_null(
-        pc.not_equal(state[store.SETTINGS_FINGERPRINT], settings_fp), True
-    )
-    other_model = pc.fill_null(pc.not_equal(state[C.MODEL_FINGERPRINT], fingerprint), True)
-    stale = pc.or_(other_settings, other_model)
+def load_previous(batches, fingerprint: str, settings_fp: str) -> Previous:
+    """Which stored rows are stale: the state's batches reduced to ids, hashes and a flag.
+
+    ``batches`` hold ``doc_id, content_hash, model_fingerprint, settings_fingerprint``
+    (:func:`annotation.store.read_state`); the fingerprints are compared as each
+    batch arrives and not kept.
+    """
+    ids, hashes, stale = [], [], []
+    all_other_settings = all_other_model = True
+    first_model = None
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        other_settings = pc.fill_null(
+            pc.not_equal(batch.column(store.SETTINGS_FINGERPRINT), settings_fp), True
+        )
+        models = batch.column(C.MODEL_FINGERPRINT)
+        other_model = pc.fill_null(pc.not_equal(models, fingerprint), True)
+        all_other_settings &= pc.all(other_settings).as_py()
+        all_other_model &= pc.all(other_model).as_py()
+        first_model = first_model if first_model is not None else models[0].as_py()
+        ids.append(pc.cast(batch.column(C.DOC_ID), pa.string()))
+        hashes.append(pc.cast(batch.column(CONTENT_HASH), pa.string()))
+        stale.append(pc.or_(other_settings, other_model))
     reason = ""
-    if state.num_rows and pc.all(other_settings).as_py():
+    if ids and all_other_settings:
         reason = "annotation settings changed"
-    elif state.num_rows and pc.all(other_model).as_py():
-        before = state[C.MODEL_FINGERPRINT][0].as_py()
-        reason = f"model changed ({before} -> {fingerprint})"
+    elif ids and all_other_model:
+        reason = f"model changed ({first_model} -> {fingerprint})"
     table = pa.table(
         {
-            C.DOC_ID: state[C.DOC_ID].cast(pa.string()),
-            "previous_hash": state[CONTENT_HASH].cast(pa.string()),
-            "stale": stale,
+            C.DOC_ID: pa.concat_arrays(ids) if ids else pa.array([], pa.string()),
+            "previous_hash": pa.concat_arrays(hashes) if ids else pa.array([], pa.string()),
+            "stale": pa.concat_arrays(stale) if ids else pa.array([], pa.bool_()),
         }
     )
     return Previous(table, reason)
@@ -145,26 +160,27 @@ def plan_run(
     corpus = corpus.filter(pc.is_valid(corpus[C.DOC_ID]))
     corpus = _first_of_each(corpus, summary)
 
-    joined = corpus.join(previous.state, C.DOC_ID, join_type="left outer")
-    before = joined["previous_hash"]
-    is_new = pc.is_null(before)
-    is_changed = pc.fill_null(pc.not_equal(before, joined[CONTENT_HASH]), False)
-    same = pc.fill_null(pc.equal(before, joined[CONTENT_HASH]), False)
-    is_stale = pc.and_(same, pc.fill_null(joined["stale"], False))
+    # Each document's stored row, by position: no joined copy of the tables.
+    state = previous.state
+    position = pc.index_in(corpus[C.DOC_ID], value_set=state[C.DOC_ID].combine_chunks())
+    before = pc.take(state["previous_hash"], position)  # null where the id is new
+    is_new = pc.is_null(position)
+    is_changed = pc.fill_null(pc.not_equal(before, corpus[CONTENT_HASH]), False)
+    same = pc.fill_null(pc.equal(before, corpus[CONTENT_HASH]), False)
+    is_stale = pc.and_(same, pc.fill_null(pc.take(state["stale"], position), False))
+    del before
     summary.documents = corpus.num_rows
     summary.new = _count(is_new)
     summary.changed = _count(is_changed)
     summary.model_changed = _count(is_stale)
     summary.carried = summary.documents - summary.new - summary.changed - summary.model_changed
-    summary.deleted = previous.state.num_rows - summary.changed - summary.model_changed
-    summary.deleted -= summary.carried
-    needed = joined.filter(pc.or_(pc.or_(is_new, is_changed), is_stale))
-    needed = needed.select([C.DOC_ID, CONTENT_HASH, _ROW]).sort_by(_ROW)
+    summary.deleted = state.num_rows - summary.changed - summary.model_changed - summary.carried
+    needed = corpus.filter(pc.or_(pc.or_(is_new, is_changed), is_stale)).sort_by(_ROW)
     ids = corpus[C.DOC_ID].combine_chunks()
-    gone = pc.invert(pc.is_in(previous.state[C.DOC_ID], value_set=ids))
+    gone = pc.invert(pc.is_in(state[C.DOC_ID], value_set=ids))
     plan = Plan(
         needed=needed.select([C.DOC_ID, CONTENT_HASH]),
-        deleted=sorted(previous.state[C.DOC_ID].filter(gone).to_pylist()),
+        deleted=sorted(state[C.DOC_ID].filter(gone).to_pylist()),
         carried=summary.carried,
     )
     resumed = pc.is_in(_pair_keys(needed), value_set=_pair_keys(done))
@@ -177,6 +193,8 @@ def plan_run(
 
 def _first_of_each(corpus: pa.Table, summary) -> pa.Table:
     """Each id once, at its first row; an id seen again with other text is an error."""
+    if pc.count_distinct(corpus[C.DOC_ID]).as_py() == corpus.num_rows:
+        return corpus  # the usual case, and PubMed's current records: no group-by
     groups = corpus.group_by(C.DOC_ID, use_threads=False).aggregate(
         [(_ROW, "min"), (_ROW, "count"), (CONTENT_HASH, "count_distinct")]
     )

@@ -26,7 +26,7 @@ model), the table is overwritten whole.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -94,11 +94,16 @@ def open_table(
         return None
 
 
-def read_state(table: DeltaTable | None) -> pa.Table:
-    """``doc_id, content_hash, model_fingerprint, settings_fingerprint`` of every row."""
+def read_state(table: DeltaTable | None) -> Iterator[pa.RecordBatch]:
+    """``doc_id, content_hash, model_fingerprint, settings_fingerprint`` of every row, in batches.
+
+    Batches, so that the planner can reduce the two fingerprints to one flag per row
+    as it reads: at PubMed's scale they are most of these columns' bytes.
+    """
     if table is None:
-        return pa.table({name: pa.array([], pa.string()) for name in STATE_COLUMNS})
-    return table.to_pyarrow_table(columns=list(STATE_COLUMNS))
+        return
+    dataset = table.to_pyarrow_dataset()
+    yield from dataset.to_batches(columns=list(STATE_COLUMNS))
 
 
 def read_store(

@@ -57,29 +57,43 @@ def resolve_current(citations: pa.Table, deletions: pa.Table) -> pa.Table:
     """The current records: ``pmid, file_rank, record_index`` of each PMID that survives.
 
     ``citations`` has ``pmid, file_rank, record_index``; ``deletions`` has
-    ``pmid, file_rank``. Vectorised: one group-by for the winning record (the
-    largest ``(file_rank, record_index)``), one for the latest deletion, one join.
+    ``pmid, file_rank``; PMIDs are integers. Sorted with numpy, not grouped: each
+    PMID's winner is the last of its run in (pmid, file_rank, record_index) order,
+    its latest deletion the last of its run in (pmid, file_rank) order. Arrow's
+    group-by and join peaked at about 185 bytes a record (7 GB for a 36 M-record
+    baseline); this sort at about 75.
     """
-    key = pc.add(pc.shift_left(citations[RANK].cast(pa.int64()), 40), citations[RECORD_INDEX])
-    latest = (
-        pa.table({PMID: citations[PMID], "key": key}).group_by(PMID).aggregate([("key", "max")])
-    )
-    rank = pc.shift_right(latest["key_max"], 40)
-    kept = pa.table(
+    pmid = _numpy(citations[PMID])
+    rank = _numpy(citations[RANK])
+    index = _numpy(citations[RECORD_INDEX])
+    order = np.lexsort((index, rank, pmid))
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = pmid[order[1:]] != pmid[order[:-1]]
+    wins = order[last]  # sorted by pmid
+    gone_pmid, gone_rank = _numpy(deletions[PMID]), _numpy(deletions[RANK])
+    by = np.lexsort((gone_rank, gone_pmid))
+    gone_pmid, gone_rank = gone_pmid[by], gone_rank[by]
+    final = np.ones(len(gone_pmid), dtype=bool)
+    final[:-1] = gone_pmid[1:] != gone_pmid[:-1]
+    gone_pmid, gone_rank = gone_pmid[final], gone_rank[final]
+    alive = np.ones(len(wins), dtype=bool)
+    if len(gone_pmid):
+        at = np.minimum(np.searchsorted(gone_pmid, pmid[wins]), len(gone_pmid) - 1)
+        deleted_later = (gone_pmid[at] == pmid[wins]) & (gone_rank[at] >= rank[wins])
+        alive = ~deleted_later
+    kept = wins[alive]
+    kept = kept[np.argsort(rank[kept], kind="stable")]
+    return pa.table(
         {
-            PMID: latest[PMID],
-            RANK: rank,
-            RECORD_INDEX: pc.subtract(latest["key_max"], pc.shift_left(rank, 40)),
+            PMID: pa.array(pmid[kept]),
+            RANK: pa.array(rank[kept]),
+            RECORD_INDEX: pa.array(index[kept]),
         }
     )
-    deleted = (
-        pa.table({PMID: deletions[PMID], "deleted": deletions[RANK].cast(pa.int64())})
-        .group_by(PMID)
-        .aggregate([("deleted", "max")])
-    )
-    joined = kept.join(deleted, PMID, join_type="left outer")
-    alive = pc.fill_null(pc.greater(joined[RANK], joined["deleted_max"]), True)
-    return joined.filter(alive).select([PMID, RANK, RECORD_INDEX]).sort_by([(RANK, "ascending")])
+
+
+def _numpy(column) -> np.ndarray:
+    return np.asarray(pc.cast(column, pa.int64()).to_numpy(), dtype=np.int64)
 
 
 @dataclass
@@ -164,9 +178,12 @@ def load_current(inputs: list[str]) -> CurrentState:
     rank = {stem: k for k, stem in enumerate(sorted(orders, key=orders.__getitem__))}
 
     def read(files: dict[str, str], columns: list[str]) -> pa.Table:
-        parts = [pa.table({PMID: pa.array([], pa.string()), RECORD_INDEX: _NONE, RANK: _NONE})]
+        parts = [pa.table({PMID: pa.array([], pa.int64()), RECORD_INDEX: _NONE, RANK: _NONE})]
         for stem, path in files.items():
             table = pq.read_table(path, columns=columns, filesystem=filesystem)
+            # PMIDs are digits: grouped as integers, a 36 M-record baseline is resolved
+            # in a fraction of the memory that strings take.
+            table = table.set_column(0, PMID, _as_integers(table[PMID], path))
             parts.append(table.append_column(RANK, pa.repeat(pa.scalar(rank[stem]), len(table))))
         return pa.concat_tables(
             [t.select([*columns, RANK]) for t in parts], promote_options="permissive"
@@ -188,6 +205,13 @@ def load_current(inputs: list[str]) -> CurrentState:
         if end > begin:  # one run of records per file, the table being sorted by rank
             state.keep[stem_of[int(ranks[begin])]] = indexes.slice(begin, end - begin)
     return state
+
+
+def _as_integers(pmids: pa.ChunkedArray, path: str) -> pa.ChunkedArray:
+    try:
+        return pc.cast(pmids, pa.int64())
+    except pa.ArrowInvalid:
+        raise InputError(f"{path}: a PMID that is not a number") from None
 
 
 def read_current(state: CurrentState, columns: list[str]) -> pa.Table:

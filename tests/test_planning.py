@@ -100,7 +100,7 @@ def _plan(tmp_path, files, state, done=(), config=None, stage=True):
 
 def _plan_paths(tmp_path, paths, state, done=(), config=None, stage=True):
     summary = ReprocessSummary(run_id="r")
-    previous = P.load_previous(state, FP, SETTINGS)
+    previous = P.load_previous(state.to_batches(), FP, SETTINGS)
     done_table = pa.table(
         {C.DOC_ID: [d[0] for d in done], CONTENT_HASH: [d[1] for d in done]},
         schema=P.empty_done().schema,
@@ -195,7 +195,7 @@ def test_a_file_with_its_own_hash_is_planned_without_reading_its_text(tmp_path):
 def test_a_model_change_makes_every_stored_document_stale(tmp_path):
     docs = [("1", "a", "b"), ("2", "c", "d")]
     state = _state([(d[0], content_hash([d[1], d[2]]), "old-model") for d in docs])
-    previous = P.load_previous(state, FP, SETTINGS)
+    previous = P.load_previous(state.to_batches(), FP, SETTINGS)
     assert previous.reason == "model changed (old-model -> model-a)"
     plan, summary = _plan(tmp_path, [docs], state, stage=False)
     assert (summary.model_changed, summary.carried) == (2, 0) and plan.todo_files == []
@@ -215,7 +215,7 @@ def test_pubmed_state_reads_only_the_current_records(tmp_path):
         ).select(wanted),
     )
     summary = ReprocessSummary(run_id="r")
-    previous = P.load_previous(_state([]), FP, SETTINGS)
+    previous = P.load_previous(_state([]).to_batches(), FP, SETTINGS)
     (tmp_path / "todo").mkdir()
     plan = P.plan_run(
         _config(), pafs.LocalFileSystem(), [path], previous, P.empty_done(), tmp_path / "todo",

@@ -80,11 +80,11 @@ def test_baseline_plus_update_resolve_to_pubmeds_current_state(converted):
     ) == (BASE_TEXT)
 
 
-def _resolve(citations: list[tuple[str, int, int]], deletions: list[tuple[str, int]]) -> list:
+def _resolve(citations: list[tuple[int, int, int]], deletions: list[tuple[int, int]]) -> list:
     cited = pa.Table.from_pylist(
         [dict(zip(["pmid", "file_rank", "record_index"], row, strict=True)) for row in citations]
     )
-    schema = pa.schema([("pmid", pa.string()), ("file_rank", pa.int64())])
+    schema = pa.schema([("pmid", pa.int64()), ("file_rank", pa.int64())])
     withdrawn = pa.Table.from_pylist(
         [dict(zip(schema.names, row, strict=True)) for row in deletions], schema=schema
     )
@@ -93,17 +93,17 @@ def _resolve(citations: list[tuple[str, int, int]], deletions: list[tuple[str, i
 
 def test_resolution_rules_latest_file_last_record_deletions_and_readdition():
     citations = [
-        ("a", 0, 0),
-        ("a", 2, 5),  # a later file wins
-        ("b", 1, 3),
-        ("b", 1, 7),  # within a file, the last record wins
-        ("c", 0, 1),  # deleted in a later file
-        ("d", 1, 0),  # deleted by its own file (deletions close a file)
-        ("e", 0, 2),
-        ("e", 2, 0),  # re-added after its deletion in file 1: kept
+        (1, 0, 0),
+        (1, 2, 5),  # a later file wins
+        (2, 1, 3),
+        (2, 1, 7),  # within a file, the last record wins
+        (3, 0, 1),  # deleted in a later file
+        (4, 1, 0),  # deleted by its own file (deletions close a file)
+        (5, 0, 2),
+        (5, 2, 0),  # re-added after its deletion in file 1: kept
     ]
-    deletions = [("c", 2), ("d", 1), ("e", 1), ("zz", 0)]
-    assert _resolve(citations, deletions) == [("a", 2, 5), ("b", 1, 7), ("e", 2, 0)]
+    deletions = [(3, 2), (4, 1), (5, 1), (99, 0)]
+    assert _resolve(citations, deletions) == [(1, 2, 5), (2, 1, 7), (5, 2, 0)]
 
 
 def test_files_are_ordered_by_year_then_number():
