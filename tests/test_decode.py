@@ -8,10 +8,8 @@ from ner.decode import SpanDecodeStage
 from ner.labels import LABEL2ID, LABELS
 from ner.windowing import TokenizeStage, assign_owners, window_starts
 
-OUT = LABEL2ID["O"]
-BC, IC = LABEL2ID["B-Chemical"], LABEL2ID["I-Chemical"]
-BP, IP = LABEL2ID["B-Protein"], LABEL2ID["I-Protein"]
-BT = LABEL2ID["B-Taxon"]
+OUT, BC, IC = LABEL2ID["O"], LABEL2ID["B-Chemical"], LABEL2ID["I-Chemical"]
+BP, IP, BT = LABEL2ID["B-Protein"], LABEL2ID["I-Protein"], LABEL2ID["B-Taxon"]
 
 _I32 = pa.list_(pa.int32())
 
@@ -117,8 +115,7 @@ def test_entity_across_a_window_boundary_is_one_span():
     starts, ends, word_ids = _words(text)
     wstarts = window_starts(8, 4, 2)  # [0, 2, 4, 6]
     owner = assign_owners(wstarts, 8, 4)
-    # The mention is "c d e f". Each window sees it differently at its cut edges;
-    # only the owners' views are right, and they must join into one span.
+    # Mention "c d e f": each window sees its cut edges wrongly; the owners' views join.
     truth = [OUT, OUT, BC, IC, IC, IC, OUT, OUT]
     windows = []
     for k, s in enumerate(wstarts):
