@@ -116,15 +116,20 @@ def _scan(config: ReprocessConfig, handle, path: str, k: int, current, texts: bo
     for batch in reader.iter_batches(batch_size=SCAN_BATCH_ROWS, columns=columns):
         if current is not None:
             batch = current.rows(path, batch, wanted)
-        if not own_hash:
-            values = [batch.column(name).to_pylist() for name in config.text_columns]
-            hashes = pa.array([content_hash(v) for v in zip(*values, strict=True)], pa.string())
-            batch = pa.RecordBatch.from_arrays(
-                [*batch.columns, hashes], names=[*batch.schema.names, CONTENT_HASH]
-            )
+        if not own_hash and not texts:  # with texts, _stage hashes only the rows it keeps
+            batch = _with_hashes(config, batch)
         rows = pa.array(range(offset, offset + batch.num_rows), pa.int64())
         offset += batch.num_rows
         yield batch, pc.add(rows, k << 40)
+
+
+def _with_hashes(config: ReprocessConfig, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with each row's content hash over the configured text columns appended."""
+    values = [batch.column(name).to_pylist() for name in config.text_columns]
+    hashes = pa.array([content_hash(v) for v in zip(*values, strict=True)], pa.string())
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, hashes], names=[*batch.schema.names, CONTENT_HASH]
+    )
 
 
 def plan_run(
@@ -196,7 +201,7 @@ def _first_of_each(corpus: pa.Table, summary) -> pa.Table:
     if pc.count_distinct(corpus[C.DOC_ID]).as_py() == corpus.num_rows:
         return corpus  # the usual case, and PubMed's current records: no group-by
     groups = corpus.group_by(C.DOC_ID, use_threads=False).aggregate(
-        [(_ROW, "min"), (_ROW, "count"), (CONTENT_HASH, "count_distinct")]
+        [(_ROW, "min"), (CONTENT_HASH, "count_distinct")]
     )
     conflicting = pc.greater(groups[f"{CONTENT_HASH}_count_distinct"], 1)
     if pc.any(conflicting).as_py():
@@ -224,7 +229,10 @@ def _stage(config, filesystem, files, todo: pa.ChunkedArray, todo_dir: Path, cur
             for batch, rows in _scan(config, handle, path, k, current, texts=True):
                 keep = pc.is_in(rows, value_set=wanted)
                 if pc.any(keep).as_py():
-                    parts.append(pa.Table.from_batches([batch.filter(keep)]))
+                    kept = batch.filter(keep)
+                    if CONTENT_HASH not in kept.schema.names:
+                        kept = _with_hashes(config, kept)
+                    parts.append(pa.Table.from_batches([kept]))
         table = pa.concat_tables(parts)
         order = [config.id_column, *config.text_columns, *config.passthrough, CONTENT_HASH]
         table = table.select(list(dict.fromkeys(order)))
