@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from annotation import staging as S
 from annotation import store
 from annotation.config import CONTENT_HASH, ReprocessConfig
 from annotation.hashing import HASHED_COLUMNS_KEY, content_hash
@@ -188,7 +189,7 @@ def plan_run(
         deleted=sorted(state[C.DOC_ID].filter(gone).to_pylist()),
         carried=summary.carried,
     )
-    resumed = pc.is_in(_pair_keys(needed), value_set=_pair_keys(done))
+    resumed = pc.is_in(S.pair_keys(needed), value_set=S.pair_keys(done))
     plan.resumed = _count(resumed)
     todo = needed.filter(pc.invert(resumed))[_ROW]
     if todo_dir is not None and len(todo):
@@ -240,14 +241,6 @@ def _stage(config, filesystem, files, todo: pa.ChunkedArray, todo_dir: Path, cur
         write_parquet_atomic(table.replace_schema_metadata(None), target)
         plan.todo_files.append(str(target))
         plan.todo_rows += table.num_rows
-
-
-def _pair_keys(table: pa.Table) -> pa.Array:
-    """``doc_id`` and ``content_hash`` joined: one key for (document, text) pairs."""
-    if not table.num_rows:
-        return pa.array([], pa.string())
-    keys = pc.binary_join_element_wise(table[C.DOC_ID], table[CONTENT_HASH], "\x1f")
-    return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
 
 
 def _count(mask) -> int:

@@ -128,14 +128,11 @@ def read_needed(out_dir: Path, needed: pa.Table) -> tuple[pa.Table | None, pa.Ta
     that has changed since, or twice, are left out. Filtering is vectorised: ids and
     hashes are compared as Arrow arrays.
     """
-    keys = pc.binary_join_element_wise(needed[C.DOC_ID], needed[CONTENT_HASH], "\x1f")
-    if isinstance(keys, pa.ChunkedArray):
-        keys = keys.combine_chunks()
+    keys = pair_keys(needed)
     out: dict[bool, list[pa.Table]] = {False: [], True: []}
     for path in written_files(out_dir):
         table = pq.read_table(path)
-        row_keys = pc.binary_join_element_wise(table[C.DOC_ID], table[CONTENT_HASH], "\x1f")
-        table = table.filter(pc.is_in(row_keys, value_set=keys))
+        table = table.filter(pc.is_in(pair_keys(table), value_set=keys))
         out[path.parent.name == REJECTED_DIR].append(table)
     tables = [
         pa.concat_tables(parts, promote_options="default") if parts else None
@@ -158,6 +155,14 @@ def read_needed(out_dir: Path, needed: pa.Table) -> tuple[pa.Table | None, pa.Ta
         offset += table.num_rows
         result.append(table.filter(pc.is_in(pa.array(rows), value_set=first)))
     return result[0], result[1]
+
+
+def pair_keys(table: pa.Table) -> pa.Array:
+    """``doc_id`` and ``content_hash`` joined: one key for a (document, text) pair."""
+    if not table.num_rows:
+        return pa.array([], pa.string())
+    keys = pc.binary_join_element_wise(table[C.DOC_ID], table[CONTENT_HASH], "\x1f")
+    return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
 
 
 def finish(staging: Path, run_id: str) -> None:
