@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from ner import columns as C
 from ner.labels import LABEL2ID, LABELS
-from ner.packing import Windows, gather_padded, pack_windows, windows_from_arrow
+from ner.packing import Windows, batch_shape, gather_padded, pack_windows, windows_from_arrow
 
 
 def predict(model, ids, lengths, to_canonical, log_probs: bool = False, ordered: bool = False):
@@ -82,6 +82,7 @@ class TokenClassifierStage:
         device: str = "auto",
         num_threads: int = 0,
         log_probs: bool = False,
+        shape_multiples: tuple[int, int] | None = None,
     ):
         import torch
 
@@ -122,6 +123,9 @@ class TokenClassifierStage:
         # Every model this project trains has our label order: no reordering on the device.
         self.ordered = np.array_equal(lookup, np.arange(len(LABELS)))
         self._pin = cuda  # pinned memory needs CUDA; the CPU path is the same without it
+        # (width, rows) multiples of the padded batch shape (see ner.packing.batch_shape):
+        # bounded shapes pay on a GPU; on a CPU padding would only cost.
+        self.width_multiple, self.row_multiple = shape_multiples or ((16, 8) if cuda else (1, 1))
         self._event = _cuda_event if cuda else _NoEvent
         self._slots: list[_Slot] = []
 
@@ -133,7 +137,7 @@ class TokenClassifierStage:
         rejected = np.asarray(rejected.to_numpy(zero_copy_only=False), dtype=bool)
         # Windows of documents rejected upstream are not run; a zero length leaves them out.
         lengths = np.where(np.repeat(rejected, windows.windows_per_doc), 0, windows.lengths)
-        batches = pack_windows(lengths, self.token_budget)
+        batches = pack_windows(lengths, self.token_budget, self.width_multiple)
         pred_ids = np.zeros(len(windows.tokens), dtype=np.int16)
         pred_scores = np.zeros(len(windows.tokens), dtype=np.float32)
         logp = np.zeros((len(windows.tokens), len(LABELS)), np.float16) if self.log_probs else None
@@ -156,7 +160,8 @@ class TokenClassifierStage:
         """Run every batch, two in flight; returns (batch, error) for those that raised."""
         if not batches:
             return []
-        self._ensure_slots(int(windows.lengths[batches[0][0]]))
+        widest = batch_shape(int(windows.lengths[batches[0][0]]), 1, 1, self.width_multiple)[1]
+        self._ensure_slots(widest)
         errors, pending = [], None
         for i, batch in enumerate(batches):
             try:
@@ -195,24 +200,31 @@ class TokenClassifierStage:
         """Gather ``batch`` into ``slot``'s host buffer and queue its copy, forward and copy back."""
         torch = self.torch
         lengths = windows.lengths[batch]
-        rows, width = len(batch), int(lengths[0])  # longest first: row 0 is the widest
+        real = len(batch)  # longest first: row 0 is the widest
+        rows, width = batch_shape(
+            int(lengths[0]), real, self.token_budget, self.width_multiple, self.row_multiple
+        )
         size = rows * width
         slot.copied.synchronize()  # the slot's last inputs have reached the device
         slot.done.synchronize()  # and its last outputs were read (they were; cheap to be sure)
         # One buffer, lengths then ids, so a single host->device copy carries both.
-        slot.inputs_np[:rows] = lengths
+        slot.inputs_np[:real] = lengths
+        slot.inputs_np[real:rows] = 1  # filler rows: one pad token, attended; results dropped
         ids = slot.inputs_np[rows : rows + size].reshape(rows, width)
+        ids[real:] = self.pad_id
         positions, mask = gather_padded(
-            windows.tokens, windows.starts[batch], lengths, ids, self.pad_id
+            windows.tokens, windows.starts[batch], lengths, ids[:real], self.pad_id
         )
+        kept = real * width  # only the real rows' results come back
         with torch.inference_mode():
             staged = slot.inputs[: rows + size].to(self.device, non_blocking=True)
             slot.copied.record()
             labels, scores, *logp = self._forward(staged[rows:].view(rows, width), staged[:rows])
-            slot.labels[:size].copy_(labels.reshape(-1), non_blocking=True)
-            slot.scores[:size].copy_(scores.reshape(-1).to(self.score_dtype), non_blocking=True)
+            slot.labels[:kept].copy_(labels[:real].reshape(-1), non_blocking=True)
+            scores = scores[:real].reshape(-1).to(self.score_dtype)
+            slot.scores[:kept].copy_(scores, non_blocking=True)
             if logp:
-                slot.logp[:size].copy_(logp[0].reshape(size, -1), non_blocking=True)
+                slot.logp[:kept].copy_(logp[0][:real].reshape(kept, -1), non_blocking=True)
             slot.done.record()
         return _Flight(slot, batch, positions[mask], mask)
 

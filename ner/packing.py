@@ -94,15 +94,22 @@ def arrow_offsets(offsets: np.ndarray) -> pa.Array:
     return pa.array(offsets.astype(np.int32, copy=False))
 
 
-def pack_windows(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
-    """Window indices in batches whose padded size ``rows * longest`` stays within the budget.
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def pack_windows(
+    lengths: np.ndarray, token_budget: int, width_multiple: int = 1
+) -> list[np.ndarray]:
+    """Window indices in batches whose padded size ``rows * width`` stays within the budget.
 
     Windows are taken longest first (so the first batch shows at once whether
     memory suffices, and each batch's rows have similar lengths, which keeps
     padding small), and each batch takes as many of the next windows as fit: its
-    first window is its widest. A window longer than the budget forms a batch of
-    its own. Windows of length 0 are left out: callers zero the lengths of
-    windows they do not want run.
+    first window is its widest, and its width is that length rounded up to
+    ``width_multiple`` (see :func:`batch_shape`). A window longer than the budget
+    forms a batch of its own. Windows of length 0 are left out: callers zero the
+    lengths of windows they do not want run.
     """
     if token_budget < 1:
         raise ValueError(f"token_budget must be at least 1, got {token_budget}")
@@ -111,10 +118,27 @@ def pack_windows(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
     order = live[np.argsort(-lengths[live], kind="stable")]
     batches, start = [], 0
     while start < len(order):
-        rows = max(1, token_budget // int(lengths[order[start]]))
+        rows = max(1, token_budget // round_up(int(lengths[order[start]]), width_multiple))
         batches.append(order[start : start + rows])
         start += rows
     return batches
+
+
+def batch_shape(
+    longest: int, rows: int, token_budget: int, width_multiple: int = 1, row_multiple: int = 1
+) -> tuple[int, int]:
+    """The (rows, width) a batch of ``rows`` windows is padded to, from :func:`pack_windows`.
+
+    On a GPU every new input shape costs a one-off plan: cuDNN's attention took
+    about 50 ms per shape on an H200 (benchmarks/results/2026-11-27-h200-after),
+    and with exact shapes nearly every batch of a 10 M-token run was new. Widths
+    rounded to ``width_multiple`` and row counts to ``row_multiple`` (never past
+    what the budget allows at that width) leave a few hundred shapes in all, for a
+    few percent of padding. Rows past ``rows`` are filler that callers drop.
+    """
+    width = round_up(longest, width_multiple)
+    full = max(1, token_budget // width)
+    return max(rows, min(round_up(rows, row_multiple), full)), width
 
 
 def gather_padded(

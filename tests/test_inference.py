@@ -5,7 +5,7 @@ import pytest
 from ner import columns as C
 from ner.inference import TokenClassifierStage
 from ner.labels import LABEL2ID, LABELS
-from ner.packing import pack_windows, windows_from_arrow
+from ner.packing import batch_shape, pack_windows, windows_from_arrow
 from ner.windowing import TokenizeStage
 
 _I32_LIST2 = pa.list_(pa.list_(pa.int32()))
@@ -85,6 +85,7 @@ def reference(tiny_model_dir, documents):
 def assert_matches_reference(out: list[dict], expected: list, atol: float = 1e-5) -> None:
     for row, per_doc in zip(out, expected, strict=True):
         if row[C.I_STATUS] == C.STATUS_REJECTED or not per_doc:
+            assert not row.get(C.I_REASON, "").startswith("inference error"), row[C.I_REASON]
             assert row[C.I_PRED_IDS] == [] and row[C.I_PRED_SCORES] == []
             continue
         assert len(row[C.I_PRED_IDS]) == len(per_doc)
@@ -138,6 +139,26 @@ def test_predictions_equal_each_window_run_alone(classifier, documents, referenc
     finally:
         classifier.token_budget = 48
     assert_matches_reference(out, reference)
+
+
+@pytest.mark.parametrize("budget", [1, 50, 1000])
+def test_cuda_shape_padding_changes_no_result(tiny_model_dir, documents, reference, budget):
+    """Widths rounded up to 16 and rows to 8 with filler rows, as on CUDA: same results."""
+    stage = TokenClassifierStage(str(tiny_model_dir), token_budget=budget, shape_multiples=(16, 8))
+    shapes, fillers, forward = [], [], stage._forward
+
+    def recorded(ids, lengths):
+        shapes.append(ids.shape)
+        fillers.append(int((lengths == 1).sum()))  # real windows hold [CLS] and [SEP]
+        return forward(ids, lengths)
+
+    stage._forward = recorded
+    out = stage(documents).to_pylist()
+    assert [i for i, r in enumerate(out) if r[C.I_STATUS] == C.STATUS_REJECTED] == [5]
+    assert_matches_reference(out, reference)
+    assert shapes and all(width % 16 == 0 for _, width in shapes)
+    if budget == 1000:  # room for more rows: the last batch was topped up
+        assert sum(fillers) > 0
 
 
 def test_chunked_and_sliced_columns(classifier, documents, reference):
@@ -323,6 +344,21 @@ def test_packing_respects_the_budget(budget):
             assert (len(batch) + 1) * width > budget
         widths.append(width)
     assert widths == sorted(widths, reverse=True)  # longest first
+
+
+def test_batch_shapes_are_few_and_within_the_budget():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 513, size=5000)
+    shapes = set()
+    for chunk in np.array_split(lengths, 50):  # 50 calls, each with its own last batch
+        for batch in pack_windows(chunk, 65536, width_multiple=16):
+            rows, width = batch_shape(int(chunk[batch[0]]), len(batch), 65536, 16, 8)
+            assert width % 16 == 0 and width - 16 < chunk[batch[0]] <= width
+            assert len(batch) <= rows <= max(len(batch), 65536 // width)
+            assert rows * width <= 65536 and (rows % 8 == 0 or rows == 65536 // width)
+            shapes.add((rows, width))
+    assert len(shapes) < 150  # exact shapes would number about 450 here
+    assert batch_shape(700, 1, 512, 16, 8) == (1, 704)  # a window over the budget: alone
 
 
 def test_packing_puts_an_oversized_window_alone():
