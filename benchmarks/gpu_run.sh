@@ -15,3 +15,5 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
 back=${OUT:-outputs/gpu-suite} && mkdir -p "$back"
 python3 -m benchmarks.gpu_suite --model .gpu/p2/model --out /tmp/gpu-suite "$@" 2>&1 | tee "$back/log"
 cp /tmp/gpu-suite/gpu_suite.* "$back/"
+# Ray Data's per-dataset logs (each operator's progress every 5 s): where (c)'s time went.
+find /tmp/ray -name 'ray-data-dataset_*.log' -exec cat {} + 2>/dev/null | gzip > "$back/ray-data.log.gz" || true
