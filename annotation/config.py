@@ -79,6 +79,7 @@ class AnnotateConfig:
     classifier_concurrency: list[int] = option(
         [1, 1], "classifier actors: [min, max] (autoscaling between them)"
     )
+    decode_concurrency: list[int] = option([1, 2], "span decoder actors: [min, max]")
     num_gpus_per_actor: float | None = option(
         None, "GPUs per classifier actor; empty = 1 when the cluster has GPUs, else 0"
     )
@@ -134,7 +135,7 @@ class AnnotateConfig:
             raise ConfigError(str(err)) from None
         if self.word_unit not in WORD_UNITS:
             raise ConfigError(f"word_unit must be one of {', '.join(WORD_UNITS)}")
-        for name in ("tokenize_concurrency", "classifier_concurrency"):
+        for name in ("tokenize_concurrency", "classifier_concurrency", "decode_concurrency"):
             value = getattr(self, name)
             if len(value) != 2 or not 1 <= value[0] <= value[1]:
                 raise ConfigError(f"{name} must be [min, max] with 1 <= min <= max, got {value}")

@@ -2,7 +2,7 @@
 
 read Parquet (projected columns) -> [SkipWrittenRows, when resuming] ->
 TokenizeStage (CPU actors) -> TokenClassifierStage (actor pool, GPUs when present)
--> SpanDecodeStage (CPU tasks) -> ParquetShardWriter (CPU tasks), which yields one
+-> SpanDecodeStage (CPU actors) -> ParquetShardWriter (CPU tasks), which yields one
 stats row per file written. jobs.annotate and jobs.reprocess both run it through
 :func:`annotation.run.run_annotate`.
 """
@@ -108,11 +108,16 @@ def build_pipeline(
         num_gpus=num_gpus,
         udf_modifying_row_count=False,
     )
+    # Decoding runs in its own actor pool, a batch per classifier call, as soon as
+    # each call's results arrive. As plain tasks Ray Data fused it into the write
+    # tasks, whose batches are a file's worth of rows: on an H200 node the last
+    # 10,000 documents were then decoded by one task after the GPU had finished.
     ds = ds.map_batches(
-        _decode,
-        fn_kwargs=dict(decoding=config.decoding, min_score=config.min_score),
+        SpanDecodeStage,
+        fn_constructor_kwargs=dict(decoding=config.decoding, min_score=config.min_score),
         batch_size=config.classify_batch_size,
         batch_format="pyarrow",
+        compute=actors(config.decode_concurrency),
         num_cpus=light,
         udf_modifying_row_count=False,
     )
@@ -132,11 +137,6 @@ def build_pipeline(
         batch_format="pyarrow",
         num_cpus=light,
     )
-
-
-def _decode(batch: pa.Table, decoding: str, min_score: dict[str, float]) -> pa.Table:
-    # SpanDecodeStage holds no state worth keeping, so it runs as plain tasks.
-    return SpanDecodeStage(decoding, min_score)(batch)
 
 
 def _write(batch: pa.Table, writer: ParquetShardWriter) -> pa.Table:

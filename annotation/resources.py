@@ -23,6 +23,7 @@ def actor_demands(config: AnnotateConfig, num_gpus: float) -> list[tuple[str, di
     return [
         ("classifier actors", {k: v for k, v in classifier.items() if v}, config.classifier_concurrency[0]),
         ("tokenizer actors", {"CPU": config.cpu_stage_num_cpus}, config.tokenize_concurrency[0]),
+        ("decoder actors", {"CPU": config.cpu_stage_num_cpus}, config.decode_concurrency[0]),
     ]  # fmt: skip
 
 
