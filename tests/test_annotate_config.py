@@ -101,6 +101,8 @@ def test_config_file_and_checks(tmp_path):
         load_config(AnnotateConfig, None, ["strides=3"])
     with pytest.raises(ConfigError, match="classifier_concurrency"):
         AnnotateConfig(classifier_concurrency=[2, 1]).check()
+    with pytest.raises(ConfigError, match="decode_concurrency"):
+        AnnotateConfig(decode_concurrency=[0, 2]).check()
     with pytest.raises(ConfigError, match="word_unit"):
         AnnotateConfig(word_unit="chars").check()
     with pytest.raises(ConfigError, match="token_budget must be at least 1"):

@@ -159,3 +159,25 @@ def test_files_are_named_from_inputs_and_the_manifest_lists_them(annotated):
     assert manifest["balanced"] is True
     assert manifest["files"] == summary.files
     assert [i["num_rows"] for i in manifest["inputs"]] == [4, 4, 3]
+
+
+def test_decoding_is_not_fused_into_the_write_tasks(ray_local, corpus, tiny_model_dir, tmp_path):
+    """Fused, decoding would run a file's worth of rows (write_batch_size) per task, the
+    last of them alone after the classifier finished; Ray Data fuses task-pool maps."""
+    import contextlib
+    import io
+
+    import pyarrow.fs as pafs
+
+    from annotation.pipeline import build_pipeline
+
+    config = AnnotateConfig(model=str(tiny_model_dir), output=str(tmp_path), id_column="pmid",
+                            text_columns=["title", "abstract"])  # fmt: skip
+    files = [str(corpus / "part-a.parquet")]
+    ds = build_pipeline(config, pafs.LocalFileSystem(), files, "fingerprint", "run")
+    plan = io.StringIO()
+    with contextlib.redirect_stdout(plan):
+        ds.explain()
+    physical = plan.getvalue().split("Physical Plan (Optimized)")[1]
+    assert "ActorPoolMapOperator[MapBatches(SpanDecodeStage)]" in physical
+    assert "TaskPoolMapOperator[MapBatches(_write)]" in physical

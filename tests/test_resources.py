@@ -43,6 +43,8 @@ def test_the_minimum_number_of_actors_must_start():
         shortfall([GPU_NODE], demands(num_gpus_per_actor=0.5, classifier_concurrency=[2, 2]))
         is None
     )
+    decoders = demands(cpu_stage_num_cpus=1.0, decode_concurrency=[3, 4])
+    assert shortfall([CPU_NODE], decoders).startswith("3 decoder actors need 1 CPU each")
 
 
 @pytest.fixture
