@@ -88,6 +88,11 @@ class AnnotateConfig:
         "CPUs reserved per classifier actor (bookkeeping: torch_threads sets its threads; "
         "Ray Data's file listing needs 1 free CPU, so keep the sum of reservations below the cluster's)",
     )
+    classifier_resources: dict[str, float] = option(
+        {},
+        "custom Ray resources each classifier actor needs, to place it on the nodes that "
+        "have them (started with `ray start --resources='{\"big_gpu\": 1}'`), e.g. {big_gpu: 1}",
+    )
     cpu_stage_num_cpus: float = option(
         0.25, "CPUs reserved per read, tokenize, decode and write worker"
     )
@@ -151,6 +156,8 @@ class AnnotateConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if self.block_mb < 1:
             raise ConfigError("block_mb must be at least 1")
+        if any(not v > 0 for v in self.classifier_resources.values()):
+            raise ConfigError("classifier_resources: each amount must be > 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.device == "cpu" and (self.num_gpus_per_actor or 0) > 0:

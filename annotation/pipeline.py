@@ -106,6 +106,7 @@ def build_pipeline(
         compute=actors(config.classifier_concurrency),
         num_cpus=config.classifier_num_cpus,
         num_gpus=num_gpus,
+        resources=config.classifier_resources or None,
         udf_modifying_row_count=False,
     )
     # Decoding runs in its own actor pool, a batch per classifier call, as soon as

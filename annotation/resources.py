@@ -19,7 +19,7 @@ POLL_S = 5.0
 
 def actor_demands(config: AnnotateConfig, num_gpus: float) -> list[tuple[str, dict, int]]:
     """(what, resources of one actor, actors that must start) for each actor pool."""
-    classifier = {"CPU": config.classifier_num_cpus, "GPU": num_gpus}
+    classifier = {"CPU": config.classifier_num_cpus, "GPU": num_gpus, **config.classifier_resources}
     return [
         ("classifier actors", {k: v for k, v in classifier.items() if v}, config.classifier_concurrency[0]),
         ("tokenizer actors", {"CPU": config.cpu_stage_num_cpus}, config.tokenize_concurrency[0]),
