@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,14 +41,31 @@ def write_corpus(root: Path, files: dict[str, list[tuple]]) -> Path:
 
 
 def content_checksum(tables: Iterable[pa.Table]) -> str:
-    """sha256 of all rows, sorted, without the volatile provenance columns."""
+    """sha256 of all rows, sorted, without the volatile provenance columns.
+
+    Scores count to 4 decimals: which documents share a forward pass changes the
+    float rounding of a score (by about 1e-7 on a CPU; more in bf16 on a GPU), and
+    batch company depends on the order in which blocks stream, which no two runs
+    need to share.
+    """
     rows = []
     for table in tables:
         keep = [name for name in table.column_names if name not in VOLATILE]
         rows.extend(
-            json.dumps(row, sort_keys=True, default=str) for row in table.select(keep).to_pylist()
+            json.dumps(_rounded(row), sort_keys=True, default=str)
+            for row in table.select(keep).to_pylist()
         )
     return hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def doc_ids(tables: Iterable[pa.Table]) -> list:
@@ -112,3 +130,54 @@ def shutdown_in_process_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+class PeakPss:
+    """Peak summed PSS of this process and its descendants, sampled in a thread.
+
+    A local Ray cluster started by ``ray.init`` runs as descendants of the driver
+    (GCS, raylet, workers), and PSS shares each page among the processes that map it,
+    so the sum counts the object store's shared memory once.
+    """
+
+    def __init__(self, interval_s: float = 0.5):
+        import threading
+
+        self.peak = 0
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> int:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for process in [me, *me.children(recursive=True)]:
+            # A process may exit between the listing and the read.
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += process.memory_full_info().pss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.sample())
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> PeakPss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def spilled_mib() -> float:
+    """MiB the running cluster has spilled from its object store so far (Ray's own count)."""
+    import re
+
+    from ray._private.internal_api import memory_summary
+
+    found = re.search(r"Spilled (\d+) MiB", memory_summary(stats_only=True))
+    return float(found.group(1)) if found else 0.0
