@@ -68,6 +68,25 @@ def _rounded(value):
     return value
 
 
+def small_batch_config(corpus: Path, output: Path, model: Path, **overrides):
+    """An annotation run in batches of 10 documents and 64-token windows (8 a batch), so
+    a 200-document corpus makes many batches and files for a fault to fall among."""
+    from annotation.config import AnnotateConfig
+
+    settings = dict(input=[str(corpus)], output=str(output), model=str(model),
+                    id_column="pmid", text_columns=["title", "abstract"], max_length=64,
+                    stride=16, tokenize_batch_size=10, classify_batch_size=10,
+                    token_budget=512, write_batch_size=10, classifier_concurrency=[1, 1],
+                    progress_bars=False)  # fmt: skip
+    return AnnotateConfig(**(settings | overrides))
+
+
+def read_output(summary) -> tuple[list, str]:
+    """(sorted ids, content checksum) of a run's files."""
+    tables = [pq.read_table(path) for path in summary.files]
+    return doc_ids(tables), content_checksum(tables)
+
+
 def doc_ids(tables: Iterable[pa.Table]) -> list:
     return sorted(
         (v for t in tables for v in t.column(C.DOC_ID).to_pylist()), key=lambda v: (v is None, v)

@@ -12,20 +12,21 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from annotation.config import AnnotateConfig
 from annotation.run import run_annotate
 from tests.failure_support import (
-    content_checksum,
-    doc_ids,
     docs,
+    read_output,
     shutdown_in_process_ray,
+    small_batch_config,
     write_corpus,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+# Not in CI (`pytest -m long`): with the other new tests it would push CI past its 25
+# minutes on 2 cores.
+pytestmark = [pytest.mark.integration, pytest.mark.long, pytest.mark.timeout(600)]
 
 N_DOCS = 200
 CLASSIFY = "classify"  # the custom resource of the nodes that may host the model
@@ -65,22 +66,8 @@ def corpus(tmp_path_factory, tiny_model_dir):
 
 
 def _config(corpus, output, model, run_id: str) -> AnnotateConfig:
-    return AnnotateConfig(
-        input=[str(corpus)],
-        output=str(output),
-        model=str(model),
-        id_column="pmid",
-        text_columns=["title", "abstract"],
-        max_length=64,
-        stride=16,
-        tokenize_batch_size=10,
-        classify_batch_size=10,
-        token_budget=512,
-        write_batch_size=10,
-        classifier_concurrency=[1, 1],
-        classifier_resources={CLASSIFY: 1},
-        progress_bars=False,
-        run_id=run_id,
+    return small_batch_config(
+        corpus, output, model, classifier_resources={CLASSIFY: 1}, run_id=run_id
     )
 
 
@@ -91,8 +78,7 @@ def _read(summary):
         str(p) for p in output.rglob("*") if p.is_file() and p.name != "_manifest.json"
     )
     assert written == sorted(summary.files + summary.rejected_files)  # no half-written leftovers
-    tables = [pq.read_table(path) for path in summary.files]
-    return doc_ids(tables), content_checksum(tables)
+    return read_output(summary)
 
 
 def test_losing_the_model_node_mid_run_loses_and_duplicates_nothing(cluster, corpus):
@@ -106,14 +92,17 @@ def test_losing_the_model_node_mid_run_loses_and_duplicates_nothing(cluster, cor
     _wait_until_free(CLASSIFY)  # the clean run's classifier has let go of its node
     # The run goes in a thread: adding a node starts processes, which Ray does from
     # the main thread only. Ray Data restarts the lost actor on the new node,
-    # resubmits its batches and rebuilds lost blocks, so the run itself completes: no
-    # rerun needed (the driver-kill tests cover reruns with the same run_id).
+    # resubmits its batches and rebuilds lost blocks, so the run usually completes.
+    # A loss while Ray Data still lists the input can kill its Parquet footer reader,
+    # which it does not retry: then the run fails, and a rerun with the same run_id
+    # must finish it, exactly once (what the issue allows).
+    config = _config(corpus_dir, output, model, "node-loss")
     result: dict = {}
 
     def run() -> None:
         try:
-            result["summary"] = run_annotate(_config(corpus_dir, output, model, "node-loss"))
-        except BaseException as err:  # re-raised below, in the test's thread
+            result["summary"] = run_annotate(config)
+        except BaseException as err:  # the rerun below handles it
             result["error"] = err
 
     runner = threading.Thread(target=run, daemon=True)
@@ -121,9 +110,7 @@ def test_losing_the_model_node_mid_run_loses_and_duplicates_nothing(cluster, cor
     loss_at = _lose_the_model_node(cluster_, model_node, output)
     runner.join(timeout=300)
     assert not runner.is_alive(), "the run did not finish within 300 s of the node loss"
-    if "error" in result:
-        raise result["error"]
-    summary = result["summary"]
+    summary = result.get("summary") or run_annotate(config)
     # The node went while the classifier held its CLASSIFY unit and most files were
     # still to come: the loss hit a live model mid-run, not a finished run.
     assert loss_at["classify_free"] == 0.0

@@ -12,13 +12,12 @@ import signal
 import time
 
 import psutil
-import pyarrow.parquet as pq
 import pytest
 
 from annotation.config import AnnotateConfig
 from annotation.run import run_annotate
 from ner.model import save_tiny_model
-from tests.failure_support import content_checksum, doc_ids, docs, write_corpus
+from tests.failure_support import docs, read_output, small_batch_config, write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -53,33 +52,13 @@ def setup(ray_local, tmp_path_factory):
 
 
 def _config(corpus, output, model) -> AnnotateConfig:
-    return AnnotateConfig(
-        input=[str(corpus)],
-        output=str(output),
-        model=str(model),
-        id_column="pmid",
-        text_columns=["title", "abstract"],
-        max_length=64,
-        stride=16,
-        tokenize_batch_size=10,
-        classify_batch_size=10,
-        token_budget=512,  # 8 windows of 64
-        write_batch_size=10,
-        classifier_concurrency=[1, 1],
-        progress_bars=False,
-        run_id="actor-test",
-    )
-
-
-def _read(summary):
-    tables = [pq.read_table(path) for path in summary.files]
-    return doc_ids(tables), content_checksum(tables)
+    return small_batch_config(corpus, output, model, run_id="actor-test")
 
 
 def test_killing_a_classifier_actor_mid_run_loses_and_duplicates_nothing(setup):
     root, corpus, model = setup
     clean = run_annotate(_config(corpus, root / "clean", model))
-    clean_ids, clean_checksum = _read(clean)
+    clean_ids, clean_checksum = read_output(clean)
     assert clean_ids == sorted(str(i) for i in range(N_DOCS))
 
     killed: list[psutil.Process] = []
@@ -100,7 +79,7 @@ def test_killing_a_classifier_actor_mid_run_loses_and_duplicates_nothing(setup):
     # The kill came after the first of 24 files: most of the run was still ahead.
     assert len(files_after_kill) >= N_DOCS // 10 - 2
     assert summary.balanced and summary.rows_out == N_DOCS and summary.duplicate_ids == 0
-    ids, checksum = _read(summary)
+    ids, checksum = read_output(summary)
     assert ids == clean_ids
     assert checksum == clean_checksum
     # Same pid and start time: is_running() is False once the killed process is gone,
