@@ -203,10 +203,10 @@ def bench_bare(model: str, windows: list[list[int]], device: str, token_budget: 
 
     from ner.inference import predict
     from ner.model import pad_token_id
-    from ner.packing import batch_shape, gather_padded, pack_windows
+    from ner.packing import CUDA_SHAPE_MULTIPLES, batch_shape, fill_batch, pack_windows
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    width_multiple, row_multiple = (16, 8) if device == "cuda" else (1, 1)
+    width_multiple, row_multiple = CUDA_SHAPE_MULTIPLES if device == "cuda" else (1, 1)
     net = AutoModelForTokenClassification.from_pretrained(model, dtype=dtype).to(device).eval()
     lengths = np.array([len(w) for w in windows], dtype=np.int64)
     tokens = np.fromiter((t for w in windows for t in w), dtype=np.int32, count=lengths.sum())
@@ -216,10 +216,8 @@ def bench_bare(model: str, windows: list[list[int]], device: str, token_budget: 
     for batch in pack_windows(lengths, token_budget, width_multiple):
         shape = batch_shape(int(lengths[batch[0]]), len(batch), token_budget, width_multiple,
                             row_multiple)  # fmt: skip
-        ids = np.full(shape, pad_token_id(net), dtype=np.int32)
-        gather_padded(tokens, starts[batch], lengths[batch], ids[: len(batch)], pad_token_id(net))
-        rows = np.ones(shape[0], dtype=np.int32)
-        rows[: len(batch)] = lengths[batch]
+        ids, rows = np.empty(shape, dtype=np.int32), np.empty(shape[0], dtype=np.int32)
+        fill_batch(tokens, starts[batch], lengths[batch], ids, rows, pad_token_id(net))
         batches.append((torch.from_numpy(ids).to(device), torch.from_numpy(rows).to(device)))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with torch.inference_mode():

@@ -18,7 +18,15 @@ import pyarrow.compute as pc
 
 from ner import columns as C
 from ner.labels import LABEL2ID, LABELS
-from ner.packing import Windows, batch_shape, gather_padded, pack_windows, windows_from_arrow
+from ner.packing import (
+    CUDA_SHAPE_MULTIPLES,
+    Windows,
+    batch_shape,
+    fill_batch,
+    pack_windows,
+    round_up,
+    windows_from_arrow,
+)
 
 
 def predict(model, ids, lengths, to_canonical, log_probs: bool = False, ordered: bool = False):
@@ -125,7 +133,8 @@ class TokenClassifierStage:
         self._pin = cuda  # pinned memory needs CUDA; the CPU path is the same without it
         # (width, rows) multiples of the padded batch shape (see ner.packing.batch_shape):
         # bounded shapes pay on a GPU; on a CPU padding would only cost.
-        self.width_multiple, self.row_multiple = shape_multiples or ((16, 8) if cuda else (1, 1))
+        default = CUDA_SHAPE_MULTIPLES if cuda else (1, 1)
+        self.width_multiple, self.row_multiple = shape_multiples or default
         self._event = _cuda_event if cuda else _NoEvent
         self._slots: list[_Slot] = []
 
@@ -160,8 +169,7 @@ class TokenClassifierStage:
         """Run every batch, two in flight; returns (batch, error) for those that raised."""
         if not batches:
             return []
-        widest = batch_shape(int(windows.lengths[batches[0][0]]), 1, 1, self.width_multiple)[1]
-        self._ensure_slots(widest)
+        self._ensure_slots(round_up(int(windows.lengths[batches[0][0]]), self.width_multiple))
         errors, pending = [], None
         for i, batch in enumerate(batches):
             try:
@@ -208,12 +216,9 @@ class TokenClassifierStage:
         slot.copied.synchronize()  # the slot's last inputs have reached the device
         slot.done.synchronize()  # and its last outputs were read (they were; cheap to be sure)
         # One buffer, lengths then ids, so a single host->device copy carries both.
-        slot.inputs_np[:real] = lengths
-        slot.inputs_np[real:rows] = 1  # filler rows: one pad token, attended; results dropped
         ids = slot.inputs_np[rows : rows + size].reshape(rows, width)
-        ids[real:] = self.pad_id
-        positions, mask = gather_padded(
-            windows.tokens, windows.starts[batch], lengths, ids[:real], self.pad_id
+        positions, mask = fill_batch(
+            windows.tokens, windows.starts[batch], lengths, ids, slot.inputs_np[:rows], self.pad_id
         )
         kept = real * width  # only the real rows' results come back
         with torch.inference_mode():

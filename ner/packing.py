@@ -94,6 +94,10 @@ def arrow_offsets(offsets: np.ndarray) -> pa.Array:
     return pa.array(offsets.astype(np.int32, copy=False))
 
 
+# (width, rows) multiples of the padded batch shape on CUDA: see batch_shape.
+CUDA_SHAPE_MULTIPLES = (16, 8)
+
+
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
@@ -139,6 +143,27 @@ def batch_shape(
     width = round_up(longest, width_multiple)
     full = max(1, token_budget // width)
     return max(rows, min(round_up(rows, row_multiple), full)), width
+
+
+def fill_batch(
+    tokens: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    ids: np.ndarray,
+    row_lengths: np.ndarray,
+    pad_id: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill ``ids`` (rows x width, from :func:`batch_shape`) and ``row_lengths`` (rows).
+
+    The first ``len(lengths)`` rows get the windows; the rest are filler rows of one
+    attended pad token each, whose results callers drop. Returns
+    :func:`gather_padded`'s (positions, mask) for the real rows.
+    """
+    real = len(lengths)
+    row_lengths[:real] = lengths
+    row_lengths[real:] = 1
+    ids[real:] = pad_id
+    return gather_padded(tokens, starts, lengths, ids[:real], pad_id)
 
 
 def gather_padded(
