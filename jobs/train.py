@@ -39,7 +39,11 @@ def run(cfg: TrainConfig):
     result = build_trainer(cfg, data).fit()
     clock.append(time.perf_counter())
 
-    best_checkpoint, best = max(result.best_checkpoints, key=lambda pair: pair[1]["devel_f1"])
+    # Ties go to the later epoch: the order of Ray Train's list is no rule (after a
+    # restart it differs), and a run and its resumed twin must export the same model.
+    best_checkpoint, best = max(
+        result.best_checkpoints, key=lambda pair: (pair[1]["devel_f1"], pair[1]["epoch"])
+    )
     export_dir = cfg.export_dir or os.path.join(storage_uri(cfg), cfg.name, "model")
     with result.checkpoint.as_directory() as latest:  # the latest holds every epoch's history
         history = json.loads(Path(latest, HISTORY_FILE).read_text())

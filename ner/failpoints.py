@@ -10,6 +10,11 @@ calls ``failpoint(name)`` at each such place, and the test sets
 process's environment; several are separated by commas. Unset, a failpoint
 costs one dictionary lookup.
 
+``name:N:wait`` stops the process there instead: it writes a marker file
+``<$NER_FAILPOINTS_DIR>/<name>.<pid>`` and waits (up to ``WAIT_LIMIT_S``) for the
+test to do something to it from outside, such as removing its node. The test polls
+for the marker, so the fault lands at that exact step, with no race.
+
 The kill is a real SIGKILL: no ``finally`` block, atexit hook or Ray shutdown
 runs, exactly like an OOM kill or a lost node.
 """
@@ -19,9 +24,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 ENV = "NER_FAILPOINTS"
+WAIT_DIR_ENV = "NER_FAILPOINTS_DIR"  # where ``wait`` failpoints leave their markers
+WAIT_LIMIT_S = 300.0
 _hits: Counter = Counter()
 
 
@@ -34,8 +43,8 @@ def _armed() -> dict[str, tuple[int, str]]:
     for item in filter(None, (s.strip() for s in os.environ.get(ENV, "").split(","))):
         name, _, rest = item.partition(":")
         count, _, action = rest.partition(":")
-        if action not in ("", "kill", "raise"):
-            raise ValueError(f"{ENV}: unknown action {action!r} in {item!r} (kill or raise)")
+        if action not in ("", "kill", "raise", "wait"):
+            raise ValueError(f"{ENV}: unknown action {action!r} in {item!r} (kill, raise or wait)")
         armed[name] = (int(count or 1), action or "kill")
     return armed
 
@@ -51,5 +60,20 @@ def failpoint(name: str) -> None:
         return
     if action == "raise":
         raise InjectedFailure(f"failpoint {name}: injected failure on hit {count}")
+    if action == "wait":
+        _wait(name)
+        return
     print(f"failpoint {name}: killing process {os.getpid()}", file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _wait(name: str) -> None:
+    """Leave a marker, then wait to be killed from outside; go on after ``WAIT_LIMIT_S``."""
+    directory = os.environ.get(WAIT_DIR_ENV)
+    if not directory:
+        raise ValueError(f"{ENV}: the wait action needs {WAIT_DIR_ENV} set to a directory")
+    Path(directory, f"{name}.{os.getpid()}").touch()
+    print(f"failpoint {name}: process {os.getpid()} waiting", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.1)

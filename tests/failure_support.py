@@ -151,6 +151,29 @@ def shutdown_in_process_ray() -> None:
         ray.shutdown()
 
 
+@contextlib.contextmanager
+def local_cluster(head: dict, nodes: list[dict]):
+    """A multi-node Ray cluster on this machine, connected to: yields (cluster, worker nodes).
+
+    ``ray.cluster_utils.Cluster`` starts each node as its own raylet with its own
+    CPUs, custom resources and object store, as Ray's own tests do; removing one
+    with ``allow_graceful=False`` kills its raylet and every process on it at once,
+    the way a spot reclaim does.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    shutdown_in_process_ray()
+    cluster = Cluster(initialize_head=True, head_node_args=dict(include_dashboard=False, **head))
+    added = [cluster.add_node(**node) for node in nodes]
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield cluster, added
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 class PeakPss:
     """Peak summed PSS of this process and its descendants, sampled in a thread.
 

@@ -1,9 +1,9 @@
-"""Cluster-scale faults on a real multi-node Ray cluster, on one machine.
+"""Node loss during annotation on a real multi-node Ray cluster, on one machine.
 
-``ray.cluster_utils.Cluster`` starts a head node and worker nodes as separate raylets
-with their own CPUs, custom resources and object stores, as Ray's own tests do.
-Removing a node with ``allow_graceful=False`` kills its raylet and every worker
-process on it at once, the way a spot reclaim does; its objects are lost with it.
+The cluster is ``failure_support.local_cluster``: separate raylets with their own
+CPUs, custom resources and object stores. Removing a node with
+``allow_graceful=False`` kills its raylet and every worker process on it at once,
+the way a spot reclaim does; its objects are lost with it.
 """
 
 from __future__ import annotations
@@ -16,13 +16,7 @@ import pytest
 
 from annotation.config import AnnotateConfig
 from annotation.run import run_annotate
-from tests.failure_support import (
-    docs,
-    read_output,
-    shutdown_in_process_ray,
-    small_batch_config,
-    write_corpus,
-)
+from tests.failure_support import docs, local_cluster, read_output, small_batch_config, write_corpus
 
 # Not in CI (`pytest -m long`): with the other new tests it would push CI past its 25
 # minutes on 2 cores.
@@ -39,22 +33,10 @@ def cluster(_ray_session):
     Ray Data spreads the actors over the nodes, and its file listing needs one whole
     free CPU on some node, so the head and the plain node have two (logical) CPUs.
     """
-    import ray
-    from ray.cluster_utils import Cluster
-
-    shutdown_in_process_ray()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args=dict(num_cpus=2, resources={"head": 1}, include_dashboard=False),
-    )
-    model_node = cluster.add_node(num_cpus=1, resources={CLASSIFY: 1})
-    cluster.add_node(num_cpus=2, resources={"plain": 1})
-    ray.init(address=cluster.address, log_to_driver=False)
-    try:
+    head = dict(num_cpus=2, resources={"head": 1})
+    nodes = [dict(num_cpus=1, resources={CLASSIFY: 1}), dict(num_cpus=2, resources={"plain": 1})]
+    with local_cluster(head, nodes) as (cluster, (model_node, _)):
         yield cluster, model_node
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 @pytest.fixture(scope="module")

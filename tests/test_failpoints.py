@@ -42,3 +42,25 @@ def test_kill_is_a_real_sigkill():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == -9 and "alive" not in done.stdout
     assert "failpoint p: killing process" in done.stderr
+
+
+def test_wait_leaves_a_marker_and_holds_the_process(monkeypatch, tmp_path):
+    import os
+    import time
+
+    monkeypatch.setenv(failpoints.ENV, "p:2:wait")
+    monkeypatch.setenv(failpoints.WAIT_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(failpoints, "WAIT_LIMIT_S", 0.3)
+    failpoint("p")  # hit 1
+    assert not any(tmp_path.iterdir())
+    started = time.monotonic()
+    failpoint("p")  # hit 2: marker, then held until the limit
+    assert time.monotonic() - started >= 0.3
+    assert [p.name for p in tmp_path.iterdir()] == [f"p.{os.getpid()}"]
+
+
+def test_wait_without_a_marker_directory_is_an_error(monkeypatch):
+    monkeypatch.setenv(failpoints.ENV, "p:1:wait")
+    monkeypatch.delenv(failpoints.WAIT_DIR_ENV, raising=False)
+    with pytest.raises(ValueError, match=failpoints.WAIT_DIR_ENV):
+        failpoint("p")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from jobs.train import main, run
-from ner.config import load_config
+from ner.config import ConfigError, load_config
 from training.config import TrainConfig
 from training.trainer import ClusterTooSmallError, check_resources
 
@@ -131,6 +131,11 @@ def test_more_workers_than_cpus_fails_fast(ray_local, craft_dir, tmp_path):
     cfg = smoke_config(tmp_path, craft_dir, "use_gpu=true")
     with pytest.raises(ClusterTooSmallError, match="GPU"):
         check_resources(cfg)
+    cfg = smoke_config(tmp_path, craft_dir, "worker_resources={trainer: 1}")
+    with pytest.raises(ClusterTooSmallError, match="x 1 trainer need 1; the cluster has 0"):
+        check_resources(cfg)
+    with pytest.raises(ConfigError, match="worker_resources"):
+        smoke_config(tmp_path, craft_dir, "worker_resources={trainer: 0}")
 
 
 def test_bad_config_and_missing_model_exit_with_a_message(tmp_path, capsys):

@@ -63,6 +63,11 @@ class TrainConfig:
     )
     use_gpu: bool = option(False, "one GPU per worker")
     cpus_per_worker: int = option(1, "CPUs reserved per worker")
+    worker_resources: dict[str, float] = option(
+        {},
+        "custom Ray resources each worker needs, to place the workers on the nodes that "
+        "have them (started with `ray start --resources='{\"trainer\": 1}'`), e.g. {trainer: 1}",
+    )
     torch_threads: int | None = option(
         None, "intra-op threads per worker (default: cpus_per_worker)"
     )
@@ -107,5 +112,7 @@ class TrainConfig:
             raise ConfigError(
                 f"decoding must be one of {', '.join(DECODINGS)}, got {self.decoding!r}"
             )
+        if any(not v > 0 for v in self.worker_resources.values()):
+            raise ConfigError("worker_resources: each amount must be > 0")
         if self.max_failures < -1:
             raise ConfigError("max_failures must be -1 (unlimited) or more")

@@ -12,6 +12,7 @@ from ray.train.torch import TorchTrainer
 
 from ner.config import ClusterTooSmallError
 from ner.failpoints import ENV as FAILPOINTS_ENV
+from ner.failpoints import WAIT_DIR_ENV
 from training.config import TrainConfig
 from training.console import QUIET_TRAIN_LOG_LEVEL, worker_env
 from training.loop import train_func
@@ -32,6 +33,13 @@ def check_resources(cfg: TrainConfig) -> None:
             f"{cfg.num_workers} GPU workers need {cfg.num_workers} GPUs; the cluster has {gpus:g}. "
             "Lower num_workers, add GPU nodes, or set use_gpu=false."
         )
+    for name, amount in cfg.worker_resources.items():
+        if cfg.num_workers * amount > total.get(name, 0):
+            raise ClusterTooSmallError(
+                f"{cfg.num_workers} workers x {amount:g} {name} need {cfg.num_workers * amount:g}; "
+                f"the cluster has {total.get(name, 0):g}. Start nodes with "
+                f"--resources='{{\"{name}\": ...}}' or change worker_resources."
+            )
 
 
 def storage_uri(cfg: TrainConfig) -> str:
@@ -51,7 +59,7 @@ def build_trainer(cfg: TrainConfig, data: dict[str, dict[str, list]]) -> TorchTr
     workers see the failure tests' ``NER_FAILPOINTS`` when the driver has it.
     """
     check_resources(cfg)
-    passthrough = {k: os.environ[k] for k in (FAILPOINTS_ENV,) if k in os.environ}
+    passthrough = {k: os.environ[k] for k in (FAILPOINTS_ENV, WAIT_DIR_ENV) if k in os.environ}
     loop_config = asdict(cfg) | {
         # Ray Train workers run in their own directory: a relative model path must not
         # reach them as such (the GPU suite's `base_model=.gpu/p2/model` failed there).
@@ -69,6 +77,7 @@ def build_trainer(cfg: TrainConfig, data: dict[str, dict[str, list]]) -> TorchTr
             resources_per_worker={
                 "CPU": cfg.cpus_per_worker,
                 **({"GPU": 1} if cfg.use_gpu else {}),
+                **cfg.worker_resources,
             },
         ),
         run_config=ray.train.RunConfig(
