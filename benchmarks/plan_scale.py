@@ -1,7 +1,7 @@
 """Planning a daily PubMed update against a store of N documents: time and peak memory.
 
 .venv/bin/python -m benchmarks.plan_scale [--documents 1000000] [--changes 1000] \\
-    [--baseline-tree /path/to/an/older/checkout]
+    [--baseline-tree /path/to/an/older/checkout] [--spread recent|scattered] [--apply]
 
 Builds, without Ray or a model:
 
@@ -11,13 +11,21 @@ Builds, without Ray or a model:
   U/2 revised and U/2 new;
 - a Delta store holding the baseline's N documents as a run of the current code
   would have left them (their hashes, the tiny model's fingerprint, the config's
-  settings fingerprint), so that only the update is left to do.
+  settings fingerprint, six entities a row), so that only the update is left to do.
+
+The U/2 revised citations are the most recent PMIDs (``--spread recent``) or drawn
+at random over the whole range (``scattered``, as in real update files, whose
+revisions reach back decades).
 
 Then runs ``jobs.reprocess --config configs/reprocess_pubmed_cpu.yaml plan_only=true``
 (read the store's state, resolve PubMed's current records, plan; no Ray, no model)
 in this tree and, with ``--baseline-tree``, in the older one, each in its own process,
 and prints wall seconds, peak RSS (``/usr/bin/time``) and their ratios. Both must
 print the same plan.
+
+With ``--apply``, then runs the update for real in this tree, end to end (plan, a
+local Ray cluster, the tiny model on the U documents, one Delta commit), and prints
+its wall time and the data files the commit rewrote.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from annotation import store
 from annotation.config import CONTENT_HASH, ROW_SETTINGS, ReprocessConfig
 from annotation.hashing import content_hash, settings_fingerprint
 from annotation.pubmed import FILE_SCHEMA
+from benchmarks.store_update import synthetic_entities
 from ner import columns as C
 from ner.config import load_config
 from ner.model import model_fingerprint, save_tiny_model
@@ -76,7 +85,7 @@ def citations(pmids: np.ndarray, stem: str, tag: str, sample: list[dict]) -> pa.
     )
 
 
-def build(root: Path, documents: int, changes: int) -> tuple[Path, Path, Path]:
+def build(root: Path, documents: int, changes: int, spread: str) -> tuple[Path, Path, Path]:
     sample = read_pubtator(SAMPLE)
     pubmed, store_dir, model = root / "pubmed", root / "store", root / "model"
     (pubmed / "citations").mkdir(parents=True)
@@ -95,7 +104,7 @@ def build(root: Path, documents: int, changes: int) -> tuple[Path, Path, Path]:
         rows = pa.table(
             {
                 C.DOC_ID: table["pmid"],
-                C.ENTITIES: pa.array([[]] * table.num_rows, pa.list_(C.ENTITY_TYPE)),
+                C.ENTITIES: synthetic_entities(table.num_rows, 6),
                 C.STATUS: pa.repeat(pa.scalar(C.STATUS_OK), table.num_rows),
                 C.MODEL_FINGERPRINT: pa.repeat(pa.scalar(fingerprint), table.num_rows),
                 CONTENT_HASH: table[CONTENT_HASH],
@@ -104,8 +113,11 @@ def build(root: Path, documents: int, changes: int) -> tuple[Path, Path, Path]:
         )
         parts.append(store.table_rows(rows, None, str(model), fingerprint))
     store.commit(str(store_dir), None, pa.concat_tables(parts), [], replace_all=False, metadata={})
-    # The update: U/2 revisions of recent citations, U/2 new ones.
-    revised = pmids[-(changes // 2) :]
+    # The update: U/2 revisions (of recent citations, or scattered), U/2 new ones.
+    if spread == "recent":
+        revised = pmids[-(changes // 2) :]
+    else:
+        revised = np.sort(np.random.default_rng(0).choice(pmids, changes // 2, replace=False))
     new = np.arange(documents + 1, documents + 1 + changes - len(revised))
     stem = f"pubmed26n{number + 1:04d}"
     update = citations(np.concatenate([revised, new]), stem, "Revised: ", sample)
@@ -114,10 +126,10 @@ def build(root: Path, documents: int, changes: int) -> tuple[Path, Path, Path]:
     return pubmed, store_dir, model
 
 
-def plan_in(tree: Path, pubmed: Path, store_dir: Path, model: Path) -> dict:
+def plan_in(tree: Path, pubmed: Path, store_dir: Path, model: Path, apply: bool = False) -> dict:
     command = ["/usr/bin/time", "-f", "maxrss_kb=%M", sys.executable, "-m", "jobs.reprocess",
                "--config", CONFIG, f"input=[{pubmed}]", f"store={store_dir}", f"model={model}",
-               "plan_only=true"]  # fmt: skip
+               f"plan_only={str(not apply).lower()}", "progress_bars=false"]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.run(command, cwd=tree, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -125,6 +137,8 @@ def plan_in(tree: Path, pubmed: Path, store_dir: Path, model: Path) -> dict:
         raise SystemExit(f"plan in {tree} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     counts = re.search(r"to annotate: (.*)", proc.stdout).group(1)
     rss = int(re.search(r"maxrss_kb=(\d+)", proc.stderr).group(1))
+    if apply:
+        print(proc.stdout.strip())
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(rss / 1024), "plan": counts}
 
 
@@ -134,11 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=1000)
     parser.add_argument("--baseline-tree", help="an older checkout to compare against")
     parser.add_argument("--work-dir", help="keep the synthetic data here (default: a temp dir)")
+    parser.add_argument("--spread", choices=("recent", "scattered"), default="recent")
+    parser.add_argument("--apply", action="store_true", help="then run the update end to end")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.work_dir or tmp)
         started = time.perf_counter()
-        pubmed, store_dir, model = build(root, args.documents, args.changes)
+        pubmed, store_dir, model = build(root, args.documents, args.changes, args.spread)
         print(f"built {args.documents:,} documents in {time.perf_counter() - started:.0f} s")
         results = {}
         trees = {"ours": ROOT} | (
@@ -154,6 +170,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"ratio ours/baseline: wall {ours['wall_s'] / base['wall_s']:.3f}, "
                 f"peak RSS {ours['peak_rss_mb'] / base['peak_rss_mb']:.3f}"
             )
+        if args.apply:
+            table = store.open_table(str(store_dir))
+            files = len(table.file_uris())
+            results["apply"] = plan_in(ROOT, pubmed, store_dir, model, apply=True)
+            # The run's own commit, not the vacuum that follows it.
+            entries = store.open_table(str(store_dir)).history()
+            metrics = next(e for e in entries if e.get(store.RUN_KEY))["operationMetrics"]
+            results["apply"]["files_rewritten"] = (
+                f"{metrics.get('num_removed_files', 0)} of {files}"
+            )
+            print(f"apply: {results['apply']}", flush=True)
         print(json.dumps(results))
     return 0
 

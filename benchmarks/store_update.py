@@ -34,9 +34,8 @@ from annotation.config import CONTENT_HASH
 from ner import columns as C
 
 
-def synthetic_rows(ids: np.ndarray, tag: str) -> pa.Table:
-    """Annotation rows for ``ids``, built column by column (no Python object per row)."""
-    n, k = len(ids), 3
+def synthetic_entities(n: int, k: int = 3) -> pa.ListArray:
+    """``k`` entities for each of ``n`` rows, built column by column (no Python object per row)."""
     cycle = np.arange(n * k)
     entities = pa.StructArray.from_arrays(
         [
@@ -49,13 +48,17 @@ def synthetic_rows(ids: np.ndarray, tag: str) -> pa.Table:
         ],
         fields=list(C.ENTITY_TYPE),
     )
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, np.int32)), entities)
+
+
+def synthetic_rows(ids: np.ndarray, tag: str) -> pa.Table:
+    """Annotation rows for ``ids``, three entities each."""
+    n = len(ids)
     doc_ids = pc.utf8_lpad(pc.cast(pa.array(ids), pa.string()), 9, "0")
     annotated = pa.table(
         {
             C.DOC_ID: doc_ids,
-            C.ENTITIES: pa.ListArray.from_arrays(
-                pa.array(np.arange(0, n * k + 1, k, np.int32)), entities
-            ),
+            C.ENTITIES: synthetic_entities(n),
             C.STATUS: pa.repeat(pa.scalar(C.STATUS_OK), n),
             C.MODEL_NAME: pa.repeat(pa.scalar("synthetic"), n),
             C.MODEL_FINGERPRINT: pa.repeat(pa.scalar(f"sha256:{tag}"), n),
