@@ -18,9 +18,7 @@ from annotation.config import AnnotateConfig
 from annotation.run import run_annotate
 from tests.failure_support import docs, local_cluster, read_output, small_batch_config, write_corpus
 
-# Not in CI (`pytest -m long`): with the other new tests it would push CI past its 25
-# minutes on 2 cores.
-pytestmark = [pytest.mark.integration, pytest.mark.long, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 N_DOCS = 200
 CLASSIFY = "classify"  # the custom resource of the nodes that may host the model
