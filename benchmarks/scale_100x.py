@@ -18,8 +18,9 @@ cluster it starts: GCS, raylet, workers), sampled every second; PSS counts a pag
 shared by several processes (the object store) once, where summed RSS counts it in
 each. Reading PSS makes the kernel walk each process's pages: sampled every 100 ms,
 as the short benchmarks do, it took more than half a core from the job on 2 cores,
-so this benchmark samples once a second and prints the sampler's own CPU time. After each run, the output's ids are checked against the input's: every id
-once, none missing, none twice.
+so this benchmark samples once a second and prints the sampler's own CPU time.
+After each run, the output's ids are checked against the input's: every id once,
+none missing, none twice.
 
 Prints each size's wall time, peak PSS and rows, and the ratios, against the
 issue's targets: time at most 1.05 x factor, memory at most 1.2x.

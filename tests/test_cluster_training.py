@@ -19,7 +19,7 @@ from jobs.train import run
 from ner.failpoints import ENV as FAILPOINTS_ENV
 from ner.failpoints import WAIT_DIR_ENV
 from tests.failure_support import local_cluster
-from tests.test_train_job import smoke_config
+from tests.test_train_job import _weights, smoke_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -39,12 +39,6 @@ def _config(root: Path, craft_dir, name: str):
         root, craft_dir, f"name={name}", "num_workers=2", "cpus_per_worker=1", "batch_size=4",
         f"worker_resources={{{TRAIN}: 1}}", "max_failures=2",
     )  # fmt: skip
-
-
-def _weights(export_dir) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(export_dir) / "model.safetensors"))
 
 
 def test_losing_a_worker_node_mid_epoch_resumes_from_the_checkpoint(

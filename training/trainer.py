@@ -56,7 +56,8 @@ def build_trainer(cfg: TrainConfig, data: dict[str, dict[str, list]]) -> TorchTr
     """A TorchTrainer running ``train_func`` on ``cfg.num_workers`` workers.
 
     The data goes through the object store once, not once per worker. The
-    workers see the failure tests' ``NER_FAILPOINTS`` when the driver has it.
+    workers see the failure tests' ``NER_FAILPOINTS`` (and the marker directory of
+    ``wait`` failpoints) when the driver has them.
     """
     check_resources(cfg)
     passthrough = {k: os.environ[k] for k in (FAILPOINTS_ENV, WAIT_DIR_ENV) if k in os.environ}
