@@ -14,11 +14,11 @@ hold 10,000 documents each, like a converted PubMed file of that size.
 Each size runs ``python -m jobs.annotate`` (configs/annotate_cpu.yaml) in a child
 process, so the figure includes Ray's start-up as a user pays it. Memory is the
 peak of the summed PSS of that process and all its descendants (the local Ray
-cluster it starts: GCS, raylet, workers), sampled every second; PSS counts a page
-shared by several processes (the object store) once, where summed RSS counts it in
-each. Reading PSS makes the kernel walk each process's pages: sampled every 100 ms,
-as the short benchmarks do, it took more than half a core from the job on 2 cores,
-so this benchmark samples once a second and prints the sampler's own CPU time.
+cluster it starts: GCS, raylet, workers), sampled every second
+(``benchmarks.process_memory``); PSS counts a page shared by several processes (the
+object store) once, where summed RSS counts it in each. The processes at the peak
+are printed by role, with the object-store share of each. The sampler's own CPU
+time is printed too: reading PSS makes the kernel walk each process's pages.
 After each run, the output's ids are checked against the input's: every id once,
 none missing, none twice.
 
@@ -42,8 +42,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from benchmarks.annotate_throughput import PUBTATOR, PeakMemory
+from benchmarks.annotate_throughput import PUBTATOR
 from benchmarks.host_cost import biased_model
+from benchmarks.process_memory import RoleSampler, print_peak
 from ner.pubtator import read_pubtator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,25 +65,33 @@ def write_corpus(directory: Path, documents: int, seed: int = 0) -> Path:
         table = pa.table(
             {"pmid": ids, "title": pc.take(titles, pick), "abstract": pc.take(abstracts, pick)}
         )
-        pq.write_table(table, directory / f"part-{part:05d}.parquet")
+        # No dictionary encoding: drawn from 500 abstracts, a file's text would shrink to
+        # a 500-entry dictionary, and Ray Data, which packs files into read tasks by the
+        # uncompressed size in their footers, would give one task ten files where real
+        # PubMed text (no two abstracts alike) gets one: that task read 100,000
+        # documents ahead of the model and held them.
+        pq.write_table(table, directory / f"part-{part:05d}.parquet", use_dictionary=False)
     return directory
 
 
-def run_job(corpus: Path, output: Path, model: Path) -> tuple[float, int, str]:
-    """(wall seconds, peak summed PSS bytes, console) of one ``jobs.annotate`` run."""
+def run_job(
+    corpus: Path, output: Path, model: Path, interval: float = 1.0
+) -> tuple[float, RoleSampler, str]:
+    """(wall seconds, the memory sampler, console) of one ``jobs.annotate`` run."""
     command = [
         sys.executable, "-m", "jobs.annotate", "--config", "configs/annotate_cpu.yaml",
         f"input={corpus}", f"output={output}", f"model={model}", "progress_bars=false",
     ]  # fmt: skip
     sampler_cpu = time.process_time()
-    with PeakMemory(interval=1.0) as memory:
-        started = time.perf_counter()
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-        wall = time.perf_counter() - started
+    started = time.perf_counter()
+    job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with RoleSampler(job.pid, interval) as memory:
+        console = job.communicate()[0].decode()
+    wall = time.perf_counter() - started
     print(f"    (the memory sampler used {time.process_time() - sampler_cpu:.1f} CPU s)")
-    if done.returncode != 0:
-        raise SystemExit(f"jobs.annotate failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    return wall, memory.peak_pss, done.stdout
+    if job.returncode != 0:
+        raise SystemExit(f"jobs.annotate failed ({job.returncode}):\n{console}")
+    return wall, memory, console
 
 
 def exactly_once(corpus: Path, output: Path) -> tuple[int, int]:
@@ -105,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--documents", type=int, default=10_000)
     parser.add_argument("--factor", type=int, default=100)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between memory samples"
+    )
     args = parser.parse_args(argv)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="scale-"))
     model = biased_model(root / "model", entity_share=0.10)
@@ -113,14 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         for n in (args.documents, args.documents * args.factor):
             corpus = write_corpus(root / f"corpus-{n}", n)
             output = root / f"out-{n}"
-            wall, pss, console = run_job(corpus, output, model)
+            wall, memory, console = run_job(corpus, output, model, args.interval)
             rows, rejected = exactly_once(corpus, output)
-            results[n] = (wall, pss)
+            results[n] = (wall, memory.peak)
             print(
-                f"{n:>10,} documents: {wall:8.1f} s, peak summed PSS {pss / 2**20:7,.0f} MiB, "
-                f"rows out {rows:,}, rejected {rejected:,}, each id once",
+                f"{n:>10,} documents: {wall:8.1f} s, peak summed PSS "
+                f"{memory.peak / 2**20:7,.0f} MiB, rows out {rows:,}, rejected {rejected:,}, "
+                "each id once; at the peak:",
                 flush=True,
             )
+            print_peak(memory)
             print("\n".join("    " + line for line in console.strip().splitlines()[-6:]))
             shutil.rmtree(output)
             shutil.rmtree(corpus)
