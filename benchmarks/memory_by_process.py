@@ -18,35 +18,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.host_cost import biased_model
-from benchmarks.process_memory import RoleSampler, print_peak
-from benchmarks.scale_100x import exactly_once, write_corpus
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(corpus: Path, output: Path, model: Path, store_mb: int) -> tuple[float, RoleSampler]:
-    command = [
-        sys.executable, "-m", "jobs.annotate", "--config", "configs/annotate_cpu.yaml",
-        f"input={corpus}", f"output={output}", f"model={model}", "progress_bars=false",
-        f"object_store_mb={store_mb}",
-    ]  # fmt: skip
-    started = time.perf_counter()
-    job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    with RoleSampler(job.pid) as sampler:
-        console = job.communicate()[0].decode()
-    wall = time.perf_counter() - started
-    if job.returncode != 0:
-        raise SystemExit(f"jobs.annotate failed ({job.returncode}):\n{console}")
-    exactly_once(corpus, output)
-    shutil.rmtree(output)
-    return wall, sampler
+from benchmarks.process_memory import print_peak
+from benchmarks.scale_100x import exactly_once, run_job, write_corpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
             ("Ray's default store", 0),
             (f"{args.store_mb} MiB store", args.store_mb),
         ]:
-            wall, sampler = run(corpus, root / "out", model, store)
+            output = root / "out"
+            wall, sampler, _ = run_job(
+                corpus, output, model, overrides=[f"object_store_mb={store}"]
+            )
+            exactly_once(corpus, output)
+            shutil.rmtree(output)
             peers[name] = (wall, sampler.peak)
             print(f"{name}: {args.documents:,} documents in {wall:.1f} s, each id once; "
                   f"peak summed PSS {sampler.peak / mib:,.0f} MiB, by role at the peak:")  # fmt: skip

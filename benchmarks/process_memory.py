@@ -8,7 +8,8 @@ split, not USS, tells a growing heap from a filling object store. Reading PSS
 makes the kernel walk every page of every process: at 100 ms intervals that took
 more than half a core of two from the job, hence once a second. Even once a second
 the sampler is not neutral: on 200,000 documents the classifier actor's heap grew
-to 825 MiB under it, against 491 MiB when sampled every 10 s (BENCHMARKS.md, "Scale").
+to 825 MiB under it, where sampled every 10 s it levelled off near 490 MiB
+(BENCHMARKS.md, "Scale").
 """
 
 from __future__ import annotations

@@ -75,12 +75,13 @@ def write_corpus(directory: Path, documents: int, seed: int = 0) -> Path:
 
 
 def run_job(
-    corpus: Path, output: Path, model: Path, interval: float = 1.0
+    corpus: Path, output: Path, model: Path, interval: float = 1.0, overrides: tuple = ()
 ) -> tuple[float, RoleSampler, str]:
     """(wall seconds, the memory sampler, console) of one ``jobs.annotate`` run."""
     command = [
         sys.executable, "-m", "jobs.annotate", "--config", "configs/annotate_cpu.yaml",
         f"input={corpus}", f"output={output}", f"model={model}", "progress_bars=false",
+        *overrides,
     ]  # fmt: skip
     sampler_cpu = time.process_time()
     started = time.perf_counter()
