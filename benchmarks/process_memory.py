@@ -8,8 +8,9 @@ split, not USS, tells a growing heap from a filling object store. Reading PSS
 makes the kernel walk every page of every process: at 100 ms intervals that took
 more than half a core of two from the job, hence once a second. Even once a second
 the sampler is not neutral: on 200,000 documents the classifier actor's heap grew
-to 825 MiB under it, where sampled every 10 s it levelled off near 490 MiB
-(BENCHMARKS.md, "Scale").
+to 825 MiB under it, where sampled every 10 s it levelled off near 490 MiB, and
+on 1,000,000 it reached 1,020 MiB against 519 (BENCHMARKS.md, "Scale"): long runs
+use 10 s.
 """
 
 from __future__ import annotations

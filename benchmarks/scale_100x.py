@@ -1,6 +1,6 @@
 """Scale: the annotation job on N and on 100 x N synthetic PubMed-like documents.
 
-python -m benchmarks.scale_100x [--documents 10000] [--factor 100] [--workdir DIR]
+python -m benchmarks.scale_100x [--documents 10000] [--factor 100] [--interval 10] [--workdir DIR]
 
 A tiny BERT (two layers of width 32, the embedded MiniLM tokenizer), so that the
 pipeline is measured, not the forward pass, with its ``O`` bias set so that about 10%
@@ -14,8 +14,9 @@ hold 10,000 documents each, like a converted PubMed file of that size.
 Each size runs ``python -m jobs.annotate`` (configs/annotate_cpu.yaml) in a child
 process, so the figure includes Ray's start-up as a user pays it. Memory is the
 peak of the summed PSS of that process and all its descendants (the local Ray
-cluster it starts: GCS, raylet, workers), sampled every second
-(``benchmarks.process_memory``); PSS counts a page shared by several processes (the
+cluster it starts: GCS, raylet, workers), sampled every 10 s by default
+(``benchmarks.process_memory``; sampled every second, the classifier actor's heap
+grew under the sampler: BENCHMARKS.md, "Scale"); PSS counts a page shared by several processes (the
 object store) once, where summed RSS counts it in each. The processes at the peak
 are printed by role, with the object-store share of each. The sampler's own CPU
 time is printed too: reading PSS makes the kernel walk each process's pages.
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=int, default=100)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
-        "--interval", type=float, default=1.0, help="seconds between memory samples"
+        "--interval", type=float, default=10.0, help="seconds between memory samples"
     )
     args = parser.parse_args(argv)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="scale-"))
