@@ -186,7 +186,9 @@ def window_ids(model: str, texts: list[str], max_length: int = 512) -> list[list
     return out
 
 
-def bench_bare(model: str, windows: list[list[int]], device: str, token_budget: int) -> dict:
+def bench_bare(
+    model: str, windows: list[list[int]], device: str, token_budget: int, log_probs: bool = False
+) -> dict:
     """(b) the forward-pass ceiling: bf16 passes over windows packed to ``token_budget``.
 
     Every batch is packed and padded as the job's classifier stage does on CUDA
@@ -195,7 +197,9 @@ def bench_bare(model: str, windows: list[list[int]], device: str, token_budget: 
     batch first, so each shape's one-off cuDNN/cuBLAS planning is done: the timed
     pass is the device's steady work alone (the forward pass plus the softmax, max
     and label lookup the job also runs there), with one sync at the end. Without
-    that pass, on an H200, the same batches ran at 0.41x the rate.
+    that pass, on an H200, the same batches ran at 0.41x the rate. ``cpu_seconds`` is
+    the process's CPU time over the timed pass alone; ``log_probs`` also returns every
+    label's log-probability, as the job does for Viterbi decoding.
     """
     import numpy as np
     import torch
@@ -222,15 +226,15 @@ def bench_bare(model: str, windows: list[list[int]], device: str, token_budget: 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with torch.inference_mode():
         for ids, rows in batches:  # warm-up: every shape once
-            predict(net, ids, rows, to_canonical)
+            predict(net, ids, rows, to_canonical, log_probs, ordered=True)
         sync()
         with GpuBusy() as busy:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for ids, rows in batches:
-                predict(net, ids, rows, to_canonical)
+                predict(net, ids, rows, to_canonical, log_probs, ordered=True)
             sync()
-            seconds = time.perf_counter() - started
-    return {"batches": len(batches), "seconds": seconds, "busy": busy.percent}
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"batches": len(batches), "seconds": seconds, "cpu_seconds": cpu, "busy": busy.percent}
 
 
 def bench_job(model: str, corpus: Path, output: Path, config: str, extra=()) -> dict:
