@@ -1,6 +1,7 @@
 """Ray Train on a real local cluster with a tiny BERT: checkpoints, metrics, export, resume."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from jobs.train import main, run
 from ner.config import ConfigError, load_config
 from training.config import TrainConfig
-from training.trainer import ClusterTooSmallError, check_resources
+from training.trainer import POLL_ENV, POLL_S, ClusterTooSmallError, check_resources
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "train_smoke.yaml"
@@ -23,12 +24,14 @@ def smoke_config(tmp_path, craft_dir, *overrides):
 @pytest.fixture(scope="module")
 def clean_run(ray_local, craft_dir, tmp_path_factory):
     cfg = smoke_config(tmp_path_factory.mktemp("clean"), craft_dir, "name=clean")
+    os.environ.pop(POLL_ENV, None)  # as a user who has not set it
     return cfg, *run(cfg)
 
 
 def test_one_worker_reports_metrics_and_checkpoints(clean_run):
     cfg, result, export_dir, best = clean_run
     assert result.error is None
+    assert os.environ[POLL_ENV] == POLL_S  # what Ray Train's controller polled at
     assert cfg.num_workers == 1  # the CPU configs: one worker with all cores
     assert result.metrics["epoch"] == cfg.epochs
     assert result.metrics["devel_sentences"] == cfg.max_eval_sentences
