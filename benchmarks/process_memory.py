@@ -6,11 +6,10 @@ Ray worker is the object store's pages it has touched. A page written by one
 worker counts as that worker's private memory (USS) until another maps it, so the
 split, not USS, tells a growing heap from a filling object store. Reading PSS
 makes the kernel walk every page of every process: at 100 ms intervals that took
-more than half a core of two from the job, hence once a second. Even once a second
-the sampler is not neutral: on 200,000 documents the classifier actor's heap grew
-to 825 MiB under it, where sampled every 10 s it levelled off near 490 MiB, and
-on 1,000,000 it reached 1,020 MiB against 519 (BENCHMARKS.md, "Scale"): long runs
-use 10 s.
+more than half a core of two from the job, hence once a second by default. Long
+runs use 10 s: in the runs so far the classifier actor's heap grew whenever its
+``smaps_rollup`` was read every second, and did in one of two 1,000,000-document
+runs sampled every 10 s, so the sampler may not be neutral (BENCHMARKS.md, "Scale").
 """
 
 from __future__ import annotations
@@ -29,7 +28,11 @@ ROLES = [
     ("jobs.annotate", "driver"),
     ("raylet", "raylet (object store)"),
     ("gcs_server", "GCS"),
-    ("ray::", "other Ray workers (read, write, idle)"),
+    # A Ray worker's title names the task it runs now; between tasks it is IDLE.
+    ("ray::IDLE", "idle Ray workers"),
+    ("ray::ReadFiles", "read tasks"),
+    ("_write", "write tasks"),
+    ("ray::", "other Ray workers (system actors)"),
 ]
 
 
@@ -60,7 +63,7 @@ class RoleSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
-        by_role: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        by_role: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         for proc in [self.root, *self.root.children(recursive=True)]:
             try:  # a process may exit between the listing and the read
                 pss, shmem = rollup(proc.pid)
@@ -69,7 +72,8 @@ class RoleSampler:
                 continue
             by_role[name][0] += pss
             by_role[name][1] += shmem
-        total = sum(pss for pss, _ in by_role.values())
+            by_role[name][2] += 1
+        total = sum(pss for pss, _, _ in by_role.values())
         if total > self.peak:
             self.peak, self.at_peak = total, dict(by_role)
 
@@ -88,7 +92,9 @@ class RoleSampler:
 
 
 def print_peak(sampler: RoleSampler, indent: str = "    ") -> None:
-    """The processes by role at the peak, largest first: PSS, of which object store."""
+    """The processes by role at the peak, largest first: PSS, how many, of which object store."""
     mib = 2**20
-    for who, (pss, shmem) in sorted(sampler.at_peak.items(), key=lambda kv: -kv[1][0]):
-        print(f"{indent}{who:40s} {pss / mib:7,.0f} MiB  (object store {shmem / mib:5,.0f})")
+    for who, (pss, shmem, n) in sorted(sampler.at_peak.items(), key=lambda kv: -kv[1][0]):
+        print(
+            f"{indent}{who:36s} {pss / mib:7,.0f} MiB in {n:2d}  (object store {shmem / mib:5,.0f})"
+        )

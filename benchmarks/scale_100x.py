@@ -15,8 +15,7 @@ Each size runs ``python -m jobs.annotate`` (configs/annotate_cpu.yaml) in a chil
 process, so the figure includes Ray's start-up as a user pays it. Memory is the
 peak of the summed PSS of that process and all its descendants (the local Ray
 cluster it starts: GCS, raylet, workers), sampled every 10 s by default
-(``benchmarks.process_memory``; sampled every second, the classifier actor's heap
-grew under the sampler: BENCHMARKS.md, "Scale"); PSS counts a page shared by several processes (the
+(``benchmarks.process_memory``, which says why not every second); PSS counts a page shared by several processes (the
 object store) once, where summed RSS counts it in each. The processes at the peak
 are printed by role, with the object-store share of each. The sampler's own CPU
 time is printed too: reading PSS makes the kernel walk each process's pages.
