@@ -15,8 +15,9 @@ Each size runs ``python -m jobs.annotate`` (configs/annotate_cpu.yaml) in a chil
 process, so the figure includes Ray's start-up as a user pays it. Memory is the
 peak of the summed PSS of that process and all its descendants (the local Ray
 cluster it starts: GCS, raylet, workers), sampled every 10 s by default
-(``benchmarks.process_memory``, which says why not every second); PSS counts a page shared by several processes (the
-object store) once, where summed RSS counts it in each. The processes at the peak
+(``benchmarks.process_memory``, which says why not every second); PSS counts a
+page shared by several processes (the object store) once, where summed RSS counts
+it in each. The processes at the peak
 are printed by role, with the object-store share of each. The sampler's own CPU
 time is printed too: reading PSS makes the kernel walk each process's pages.
 After each run, the output's ids are checked against the input's: every id once,
