@@ -23,6 +23,10 @@ quickstart). Quiet unless ``verbose``:
   and only warnings and progress from the ``ray.data`` logger on the console. Its
   file handler still gets everything (``logs/ray-data/``).
 
+With ``heap_trim_s`` (jobs.annotate's default 10 s), every worker of a new local
+cluster, and the driver, hands freed heap back to the OS that often (:mod:`ner.heap`):
+without it, a long run's workers kept hundreds of MiB each that they no longer used.
+
 The session's log folder is printed once, so what is hidden can be found.
 """
 
@@ -30,6 +34,8 @@ from __future__ import annotations
 
 import logging
 import os
+
+from ner.heap import ARROW_POOL_ENV, INTERVAL_ENV, start_trimming
 
 QUIET_PROGRESS_INTERVAL_S = "30"
 # Hugging Face's documented switches, read when transformers is imported in a worker.
@@ -50,6 +56,19 @@ class _ConsoleFilter(logging.Filter):
         return record.levelno >= logging.WARNING or record.name.startswith(_PROGRESS_LOGGER)
 
 
+def worker_runtime_env(verbose: bool, heap_trim_s: float) -> dict:
+    """The runtime environment of a new local cluster's workers."""
+    # No Hugging Face "Loading weights" bars or info logs in worker output.
+    env_vars = {} if verbose else dict(QUIET_WORKER_ENV)
+    runtime_env: dict = {}
+    if heap_trim_s > 0:
+        env_vars |= {INTERVAL_ENV: f"{heap_trim_s:g}", **ARROW_POOL_ENV}
+        runtime_env["worker_process_setup_hook"] = f"{start_trimming.__module__}.start_trimming"
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
+    return runtime_env
+
+
 def init_ray(
     address: str = "",
     num_cpus: int = 0,
@@ -58,6 +77,7 @@ def init_ray(
     verbose: bool = False,
     progress_bars: bool = True,
     worker_logs: bool = False,
+    heap_trim_s: float = 0,
 ):
     """Start a local Ray (or join ``address`` / ``RAY_ADDRESS``) unless one is running; returns ``ray``.
 
@@ -65,7 +85,9 @@ def init_ray(
     cluster only, and ``dashboard=False`` starts it without Ray's dashboard: a dozen
     fewer processes and a faster start, for short runs and tests. ``worker_logs`` shows the workers' own output on the console even
     when not ``verbose`` (a job whose workers print its progress, like training,
-    wants it). Prints where the session's logs are, once per process.
+    wants it). ``heap_trim_s`` > 0 hands freed heap back to the OS that often in the
+    driver and, on a new local cluster, in every worker (:mod:`ner.heap`). Prints
+    where the session's logs are, once per process.
     """
     if not verbose:
         os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", QUIET_PROGRESS_INTERVAL_S)
@@ -98,10 +120,10 @@ def init_ray(
                 kwargs["include_dashboard"] = False
             # Every worker of the job. (A job submitted to a cluster brings its own
             # runtime environment, which is left as it is.)
-            if not verbose:
-                # No Hugging Face "Loading weights" bars or info logs in worker output.
-                kwargs["runtime_env"] = {"env_vars": QUIET_WORKER_ENV}
+            if runtime_env := worker_runtime_env(verbose, heap_trim_s):
+                kwargs["runtime_env"] = runtime_env
         context = ray.init(**kwargs)
+        start_trimming(heap_trim_s)
         print(f"ray logs: {context.address_info['session_dir']}/logs", flush=True)
 
     data = DataContext.get_current()

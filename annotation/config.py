@@ -106,6 +106,12 @@ class AnnotateConfig:
         "target size in MiB of the blocks between stages: small enough that the stages "
         "overlap and every core gets work, large enough that per-block costs stay small",
     )
+    heap_trim_s: float = option(
+        10,
+        "every this many seconds, each worker of a new local cluster hands its freed heap "
+        "back to the OS (glibc malloc_trim; Arrow then allocates from the same heap); "
+        "0 = off. Long runs otherwise keep hundreds of MiB per worker",
+    )
     torch_threads: int = option(
         0, "intra-op threads per CPU classifier actor; 0 = cluster CPUs / max classifier actors"
     )
@@ -154,6 +160,8 @@ class AnnotateConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.heap_trim_s < 0:
+            raise ConfigError("heap_trim_s must be 0 (off) or a number of seconds")
         if self.block_mb < 1:
             raise ConfigError("block_mb must be at least 1")
         if any(not v > 0 for v in self.classifier_resources.values()):

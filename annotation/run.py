@@ -187,6 +187,7 @@ def run_annotate(
             dashboard=config.dashboard,
             verbose=config.verbose,
             progress_bars=config.progress_bars,
+            heap_trim_s=config.heap_trim_s,
         )
         print(
             f"annotating {summary.rows_in - summary.resumed:,} documents in "

@@ -9,6 +9,8 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from annotation.cluster import worker_runtime_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,3 +44,9 @@ def test_rayjob_manifest_matches_our_ray_and_entry_points():
     assert job["spec"]["rayClusterSpec"]["rayVersion"] == ray.__version__
     module = job["spec"]["entrypoint"].split()[2]
     assert (ROOT / (module.replace(".", "/") + ".py")).is_file()
+
+
+def test_rayjob_workers_trim_their_heap_as_a_local_clusters_do():
+    job = yaml.safe_load((ROOT / "deploy" / "rayjob.yaml").read_text())
+    runtime_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
+    assert runtime_env == worker_runtime_env(verbose=True, heap_trim_s=10)
