@@ -7,9 +7,9 @@ worker counts as that worker's private memory (USS) until another maps it, so th
 split, not USS, tells a growing heap from a filling object store. Reading PSS
 makes the kernel walk every page of every process: at 100 ms intervals that took
 more than half a core of two from the job, hence once a second by default. Long
-runs use 10 s: in the runs so far the classifier actor's heap grew whenever its
-``smaps_rollup`` was read every second, and did in one of two 1,000,000-document
-runs sampled every 10 s, so the sampler may not be neutral (BENCHMARKS.md, "Scale").
+runs use 10 s. The walks change the job's timing: before workers trimmed their heap
+(``ner/heap.py``), the classifier actor's heap grew in every run whose
+``smaps_rollup`` was read every second (BENCHMARKS.md, "Scale").
 """
 
 from __future__ import annotations
