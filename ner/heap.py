@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 
 INTERVAL_ENV = "NER_HEAP_TRIM_S"
 ARROW_POOL_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
@@ -49,9 +50,9 @@ def start_trimming(interval_s: float | None = None) -> bool:
         return False
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
 
-    def run() -> None:
-        stop = threading.Event()  # never set: the thread ends with the process
-        while not stop.wait(interval):
+    def run() -> None:  # a daemon thread: it ends with the process
+        while True:
+            time.sleep(interval)
             trim(0)
 
     threading.Thread(target=run, name=THREAD_NAME, daemon=True).start()

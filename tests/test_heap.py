@@ -44,17 +44,13 @@ FREED_BELOW_A_LIVE_CHUNK = textwrap.dedent(
 )
 
 
-def _freed_heap(interval_s: float) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", FREED_BELOW_A_LIVE_CHUNK, str(interval_s)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    return json.loads(out.stdout)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_trimming_hands_freed_heap_below_a_live_chunk_back_to_the_os():
-    got = _freed_heap(0.05)
+    out = subprocess.run(
+        [sys.executable, "-c", FREED_BELOW_A_LIVE_CHUNK, "0.05"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    got = json.loads(out.stdout)
     assert got["started"]
     # The setup holds the memory: freed, but still resident before the trim ran.
     assert got["freed"] > got["start"] + 150, got
