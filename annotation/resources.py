@@ -4,6 +4,11 @@ Ray Data waits, logging "the job may hang forever", when an actor asks for more
 than any node has (``num_gpus_per_actor=1`` on a cluster without GPUs). Waiting is
 right only where an autoscaler can add such nodes: ``resource_wait_s`` > 0 asks the
 autoscaler for them and bounds the wait; 0 (the default) fails at once.
+
+The request stands until it is withdrawn (Ray's ``request_resources`` is persistent),
+and while it stands the autoscaler keeps the nodes it added. It must hold until the
+actors are scheduled, so a successful wait keeps it and the run's caller withdraws it
+with :func:`release_resources` when the run ends; a failed wait withdraws it at once.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from annotation.config import AnnotateConfig
 from ner.config import ClusterTooSmallError
 
 POLL_S = 5.0
+# Whether this process has an autoscaler request standing, so that releasing never
+# clears a request another job on the same cluster made.
+_requested = False
 
 
 def actor_demands(config: AnnotateConfig, num_gpus: float) -> list[tuple[str, dict, int]]:
@@ -65,11 +73,36 @@ def check_cluster(ray, config: AnnotateConfig, num_gpus: float) -> None:
         raise ClusterTooSmallError(f"{reason}. {hint}")
     from ray.autoscaler.sdk import request_resources
 
+    global _requested
     request_resources(bundles=[need for _, need, count in demands for _ in range(count)])
+    _requested = True
     deadline = time.monotonic() + config.resource_wait_s
-    while (reason := shortfall(alive_nodes(ray), demands)) is not None:
-        if time.monotonic() >= deadline:
-            raise ClusterTooSmallError(
-                f"{reason}, after waiting {config.resource_wait_s:g} s for the autoscaler. {hint}"
-            )
-        time.sleep(POLL_S)
+    try:
+        while (reason := shortfall(alive_nodes(ray), demands)) is not None:
+            if time.monotonic() >= deadline:
+                raise ClusterTooSmallError(
+                    f"{reason}, after waiting {config.resource_wait_s:g} s for the autoscaler. "
+                    + hint
+                )
+            time.sleep(POLL_S)
+    except BaseException:  # a timeout or an interrupt: no run follows to use the nodes
+        release_resources()
+        raise
+
+
+def release_resources() -> None:
+    """Withdraw the autoscaler request :func:`check_cluster` made, if it made one.
+
+    Call it when the run ends, failed or not: otherwise the nodes added for the run
+    (GPU nodes, typically) stay requested, and up, after the job, every scheduled run
+    included. A no-op when this process has no request standing or Ray is not running.
+    """
+    global _requested
+    import ray
+
+    if not _requested or not ray.is_initialized():
+        return
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[])  # an empty request replaces ours: nothing is asked for
+    _requested = False

@@ -1,5 +1,6 @@
 """An annotation run that asks for resources no node has fails at once, naming them."""
 
+import json
 import threading
 import time
 
@@ -8,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from annotation.config import AnnotateConfig
-from annotation.resources import actor_demands, check_cluster, shortfall
+from annotation.resources import actor_demands, check_cluster, release_resources, shortfall
 from jobs.annotate import main
 from ner.config import ClusterTooSmallError
 
@@ -71,13 +72,53 @@ def test_the_job_exits_2_at_once_on_a_cluster_without_gpus(
     assert "no node has enough GPU" in err and "resource_wait_s" in err
 
 
+def requested(ray) -> list[dict]:
+    """The bundles asked of the autoscaler, as the (v1) autoscaler reads them from the GCS."""
+    from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    return json.loads(_internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL) or b"[]")
+
+
+def wants_a_gpu(bundles: list[dict]) -> bool:
+    return any(bundle.get("GPU") == 1.0 for bundle in bundles)
+
+
 @pytest.mark.integration
 def test_a_bounded_wait_for_an_autoscaler_ends_with_the_same_error(ray_local, monkeypatch):
     import annotation.resources as resources
 
     monkeypatch.setattr(resources, "POLL_S", 0.1)
+    during = []
+    nodes = resources.alive_nodes
+    monkeypatch.setattr(
+        resources, "alive_nodes", lambda ray: during.append(requested(ray)) or nodes(ray)
+    )
     config = AnnotateConfig(num_gpus_per_actor=1.0, resource_wait_s=1.0)
     started = time.monotonic()
     with pytest.raises(ClusterTooSmallError, match="after waiting 1 s"):
         check_cluster(ray_local, config, 1.0)
     assert 1.0 <= time.monotonic() - started < 30
+    assert wants_a_gpu(during[-1]), "the GPU node was not asked for while waiting"
+    assert requested(ray_local) == [], "the GPU node stays requested after the job failed"
+
+
+@pytest.mark.integration
+def test_the_request_holds_until_the_run_releases_it(ray_local, monkeypatch):
+    import annotation.resources as resources
+
+    # The autoscaler "adds" a GPU node on the second look.
+    added = iter([[CPU_NODE], [CPU_NODE, GPU_NODE]])
+    monkeypatch.setattr(resources, "alive_nodes", lambda ray: next(added))
+    monkeypatch.setattr(resources, "POLL_S", 0.0)
+    check_cluster(ray_local, AnnotateConfig(num_gpus_per_actor=1.0, resource_wait_s=60.0), 1.0)
+    assert wants_a_gpu(requested(ray_local)), "released before the actors were scheduled"
+    release_resources()
+    assert requested(ray_local) == []
+    # Another job's request on the same cluster is not this run's to clear.
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[{"GPU": 1.0}])
+    release_resources()
+    assert requested(ray_local) == [{"GPU": 1.0}]
+    request_resources(bundles=[])
