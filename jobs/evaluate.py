@@ -4,7 +4,7 @@
     python -m jobs.evaluate --model DIR --gold FILE [--types Chemical=Chemical,Disease=-] [--out DIR]
         [--annotate-config YAML] [key=value ...]
 
-CRAFT (word level, seqeval, ``--decoding viterbi|argmax``): metrics.json, scores.md,
+CRAFT (word level, seqeval): metrics.json, scores.md,
 per_type_f1.png. ``--spans`` also runs the split, sentences joined into documents,
 through the annotation job and scores its spans (below) in OUT/spans; ``--update-model-card``
 (devel) then writes each type's lowest score threshold reaching 0.9 precision
@@ -20,6 +20,10 @@ of model types that no gold type maps to are dropped. Writes scores.md,
 metrics.json, per_type_f1.png, pr_curve.{csv,json,png} (precision and recall per
 type at each score threshold) and work/ (the annotation input and output).
 Malformed gold exits with code 2 and names the file and line.
+
+Decoding (``viterbi`` or ``argmax``), for the spans and the CRAFT word tags alike:
+a ``decoding=`` override, else ``--decoding``, else the ``--annotate-config``
+file's, else viterbi.
 """
 
 from __future__ import annotations
@@ -30,13 +34,15 @@ import sys
 import time
 from pathlib import Path
 
+from annotation.config import AnnotateConfig
 from annotation.gold_eval import annotate_gold, gold_annotate_config, write_reports
 from ner import gold_metrics as gm
-from ner.config import ConfigError
+from ner.config import ConfigError, load_config
 from ner.corpus import InputError
 from ner.gold import GoldFormatError, iob_documents, read_gold
 from ner.labels import UnknownLabelError, canonical_type
 from ner.model import ModelNotFoundError, load_classifier
+from ner.viterbi import DECODINGS
 from training.craft import CraftDataMissingError, read_iob_file, resolve_data_dir
 from training.evaluate import plot_per_type_f1, score
 from training.export import update_model_card
@@ -63,11 +69,19 @@ def parse_args(argv):
     parser.add_argument("--format", default="auto", help="auto, pubtator or bioc")
     parser.add_argument("--types", help="gold->model types, 'A=A,B=-', or a YAML file")
     parser.add_argument("--annotate-config", help="jobs.annotate YAML for the annotation run")
-    parser.add_argument("--decoding", default="viterbi", choices=("viterbi", "argmax"))
+    parser.add_argument(
+        "--decoding", choices=DECODINGS, help="default: the --annotate-config file's, or viterbi"
+    )
     parser.add_argument("overrides", nargs="*", help="annotation config key=value overrides")
     args = parser.parse_args(argv)
-    args.overrides = [f"decoding={args.decoding}", *args.overrides]  # spans decode alike
+    if args.decoding:  # given, it beats the file; a default here would hide the file's
+        args.overrides = [f"decoding={args.decoding}", *args.overrides]
     return args
+
+
+def effective_decoding(args) -> str:
+    """The decoding the annotation run's spans use, so that the word tags use it too."""
+    return load_config(AnnotateConfig, args.annotate_config, args.overrides).decoding
 
 
 def score_documents(args, documents, type_map, out: Path, title: str) -> dict:
@@ -109,6 +123,7 @@ def evaluate_craft(args) -> int:
     loaded = load_classifier(args.model)
     sentences = split.sentences[: args.max_sentences]
     tokens, tags = [s.tokens for s in sentences], [s.tags for s in sentences]
+    args.decoding = effective_decoding(args)
     metrics = score(loaded, tokens, tags, args.split, args.batch_size, args.decoding)
     out = Path(args.out or Path(args.model) / f"eval-{args.split}")
     out.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,26 @@ def test_a_folder_with_only_the_scored_split_is_enough(tmp_path, tiny_model_dir,
     assert record["split"] == split and record["metrics"][f"{split}_sentences"] == 2
 
 
+def test_the_annotate_config_files_decoding_is_used_for_spans_and_word_tags(
+    tmp_path, tiny_model_dir
+):
+    from annotation.gold_eval import gold_annotate_config
+    from jobs.evaluate import parse_args
+
+    (tmp_path / "devel.tsv").write_text("Aspirin\tB-CHEBI\n.\tO\n")
+    config = tmp_path / "annotate.yaml"
+    config.write_text("decoding: argmax\n")
+    base = ["--model", str(tiny_model_dir), "--data-dir", str(tmp_path)]
+    for flag, decoding in (([], "argmax"), (["--decoding", "viterbi"], "viterbi")):
+        args = parse_args([*base, "--annotate-config", str(config), *flag])
+        spans = gold_annotate_config(args.model, tmp_path, args.annotate_config, args.overrides)
+        assert spans.decoding == decoding, f"spans: {flag or 'no flag'}"
+        out = tmp_path / f"eval-{decoding}"
+        assert main([*base, "--annotate-config", str(config), *flag, "--out", str(out)]) == 0
+        record = json.loads((out / "metrics.json").read_text())
+        assert record["decoding"] == decoding, f"word tags: {flag or 'no flag'}"
+
+
 def test_a_missing_split_exits_2(tmp_path, tiny_model_dir, capsys):
     args = ["--model", str(tiny_model_dir), "--data-dir", str(tmp_path), "--split", "devel"]
     assert main(args) == 2
