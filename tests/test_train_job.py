@@ -83,6 +83,18 @@ def test_failure_after_first_epoch_resumes_to_the_same_step_count(
     assert again.metrics["global_step"] == clean_result.metrics["global_step"]
 
 
+def test_a_relative_storage_path_resumes_when_the_job_runs_from_another_directory(
+    ray_local, craft_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # Ray's workers stay in the directory Ray started in
+    run(smoke_config("runs", craft_dir, "name=moved", "epochs=1"))
+    # Ray Train's record of the run lost (ray-project/ray#41700): only the workers'
+    # scan of storage_path finds the checkpoint.
+    (tmp_path / "runs" / "moved" / "checkpoint_manager_snapshot.json").unlink()
+    again, _, _ = run(smoke_config("runs", craft_dir, "name=moved", "epochs=2"))
+    assert again.metrics["resumed"] == 1 and again.metrics["epoch"] == 2
+
+
 @pytest.fixture(scope="module")
 def dropout_free_model(tmp_path_factory):
     from ner.model import save_tiny_model

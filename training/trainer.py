@@ -79,6 +79,9 @@ def build_trainer(cfg: TrainConfig, data: dict[str, dict[str, list]]) -> TorchTr
         # Ray Train workers run in their own directory: a relative model path must not
         # reach them as such (the GPU suite's `base_model=.gpu/p2/model` failed there).
         "base_model": local_or_hub(cfg.base_model),
+        # Nor a relative storage path: a worker scanning it for checkpoints to resume
+        # from would look under its own directory, not where Ray Train wrote them.
+        "storage_path": storage_uri(cfg),
         "_data": {split: ray.put(columns) for split, columns in data.items()},
         # rank 0 draws a progress bar only where a person watches a terminal
         "_progress": sys.stderr.isatty(),
