@@ -98,11 +98,12 @@ def release_resources() -> None:
     included. A no-op when this process has no request standing or Ray is not running.
     """
     global _requested
-    import ray
-
-    if not _requested or not ray.is_initialized():
+    if not _requested:  # before importing Ray: a run with nothing left never started it
         return
+    import ray
     from ray.autoscaler.sdk import request_resources
 
+    if not ray.is_initialized():
+        return
     request_resources(bundles=[])  # an empty request replaces ours: nothing is asked for
     _requested = False
