@@ -193,3 +193,8 @@ def plot_curves(curves: Mapping[str, Sequence[dict]], path: Path, title: str) ->
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def effective_decoding(annotate_config: str | None, overrides: list[str]) -> str:
+    """The decoding the annotation run's spans use, so that CRAFT's word tags use it too."""
+    return load_config(AnnotateConfig, annotate_config, overrides).decoding

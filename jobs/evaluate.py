@@ -10,20 +10,12 @@ through the annotation job and scores its spans (below) in OUT/spans; ``--update
 (devel) then writes each type's lowest score threshold reaching 0.9 precision
 into the model directory's README.md.
 
-Gold (``--gold``, PubTator or BioC XML with character offsets into title + " " +
-abstract): the documents go through the annotation job itself (jobs.annotate's
-config, from ``--annotate-config`` and ``key=value`` overrides), and its spans
-are matched one-to-one against the gold: strict (equal offsets) and lenient (each
-boundary within 1 character) P/R/F1 per type and micro-averaged. ``--types`` maps
-gold types onto the model's (``GOLD=-``: not scored; or a YAML file); predictions
-of model types that no gold type maps to are dropped. Writes scores.md,
-metrics.json, per_type_f1.png, pr_curve.{csv,json,png} (precision and recall per
-type at each score threshold) and work/ (the annotation input and output).
-Malformed gold exits with code 2 and names the file and line.
-
-Decoding (``viterbi`` or ``argmax``), for the spans and the CRAFT word tags alike:
-a ``decoding=`` override, else ``--decoding``, else the ``--annotate-config``
-file's, else viterbi.
+Gold (``--gold``, PubTator or BioC XML, offsets into title + " " + abstract): the
+documents go through the annotation job itself (``--annotate-config``, ``key=value``)
+and its spans are matched one-to-one against the gold, strict and lenient, P/R/F1
+per type and micro (README, "Evaluate on your own gold corpus"). Malformed gold
+exits with code 2 and names the file and line. Decoding, for spans and word tags
+alike: ``decoding=``, else ``--decoding``, else the config file's, else viterbi.
 """
 
 from __future__ import annotations
@@ -34,10 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-from annotation.config import AnnotateConfig
-from annotation.gold_eval import annotate_gold, gold_annotate_config, write_reports
+from annotation.gold_eval import (
+    annotate_gold,
+    effective_decoding,
+    gold_annotate_config,
+    write_reports,
+)
 from ner import gold_metrics as gm
-from ner.config import ConfigError, load_config
+from ner.config import ConfigError
 from ner.corpus import InputError
 from ner.gold import GoldFormatError, iob_documents, read_gold
 from ner.labels import UnknownLabelError, canonical_type
@@ -79,11 +75,6 @@ def parse_args(argv):
     return args
 
 
-def effective_decoding(args) -> str:
-    """The decoding the annotation run's spans use, so that the word tags use it too."""
-    return load_config(AnnotateConfig, args.annotate_config, args.overrides).decoding
-
-
 def score_documents(args, documents, type_map, out: Path, title: str) -> dict:
     """Annotate gold documents with the annotation job, match, write the reports."""
     started = time.perf_counter()
@@ -123,7 +114,7 @@ def evaluate_craft(args) -> int:
     loaded = load_classifier(args.model)
     sentences = split.sentences[: args.max_sentences]
     tokens, tags = [s.tokens for s in sentences], [s.tags for s in sentences]
-    args.decoding = effective_decoding(args)
+    args.decoding = effective_decoding(args.annotate_config, args.overrides)
     metrics = score(loaded, tokens, tags, args.split, args.batch_size, args.decoding)
     out = Path(args.out or Path(args.model) / f"eval-{args.split}")
     out.mkdir(parents=True, exist_ok=True)
