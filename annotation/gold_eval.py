@@ -23,7 +23,13 @@ from annotation.run import RunSummary, run_annotate
 from ner import columns as C
 from ner.config import load_config
 from ner.gold import GoldDocument, Span
-from ner.gold_metrics import MICRO, Counts, markdown_table, threshold_for_precision
+from ner.gold_metrics import (
+    MICRO,
+    Counts,
+    markdown_table,
+    threshold_for_precision,
+    thresholds_table,
+)
 from ner.pubtator import SEPARATOR, write_parquet
 
 ID, TITLE, ABSTRACT = "pmid", "title", "abstract"  # ner.pubtator.write_parquet's columns
@@ -198,3 +204,15 @@ def plot_curves(curves: Mapping[str, Sequence[dict]], path: Path, title: str) ->
 def effective_decoding(annotate_config: str | None, overrides: list[str]) -> str:
     """The decoding the annotation run's spans use, so that CRAFT's word tags use it too."""
     return load_config(AnnotateConfig, annotate_config, overrides).decoding
+
+
+def model_card_section(split: str, curves) -> str:
+    """The model card's "Score thresholds" section: each type's 0.9-precision threshold."""
+    return (
+        "## Score thresholds\n\n"
+        f"Per type, the lowest span score at which {split} precision (strict spans, "
+        "through the annotation job) reaches 0.9, written by `jobs.evaluate "
+        "--update-model-card`; spans scoring below it can be dropped.\n\n"
+        + thresholds_table(curves)
+        + "\n"
+    )

@@ -30,6 +30,7 @@ from annotation.gold_eval import (
     annotate_gold,
     effective_decoding,
     gold_annotate_config,
+    model_card_section,
     write_reports,
 )
 from ner import gold_metrics as gm
@@ -59,15 +60,13 @@ def parse_args(argv):
     parser.add_argument("--out", help="output folder (default: <model>/eval-<split or gold>)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-sentences", type=int, help="CRAFT: only the first N sentences")
-    parser.add_argument("--spans", action="store_true", help="CRAFT: also score spans (above)")
-    parser.add_argument("--update-model-card", action="store_true", help="see above (devel)")
+    for flag, what in (("--spans", "CRAFT: also score spans"), ("--update-model-card", "above")):
+        parser.add_argument(flag, action="store_true", help=what)
     parser.add_argument("--gold", help="gold corpus: PubTator file, or BioC XML (.xml)")
     parser.add_argument("--format", default="auto", help="auto, pubtator or bioc")
     parser.add_argument("--types", help="gold->model types, 'A=A,B=-', or a YAML file")
     parser.add_argument("--annotate-config", help="jobs.annotate YAML for the annotation run")
-    parser.add_argument(
-        "--decoding", choices=DECODINGS, help="default: the --annotate-config file's, or viterbi"
-    )
+    parser.add_argument("--decoding", choices=DECODINGS, help="default: the config file's")
     parser.add_argument("overrides", nargs="*", help="annotation config key=value overrides")
     args = parser.parse_args(argv)
     if args.decoding:  # given, it beats the file; a default here would hide the file's
@@ -100,9 +99,8 @@ def score_documents(args, documents, type_map, out: Path, title: str) -> dict:
 
 
 def evaluate_gold(args) -> int:
-    documents = read_gold(args.gold, args.format)
+    documents, gold = read_gold(args.gold, args.format), Path(args.gold)
     type_map = gm.parse_type_map(args.types) if args.types else None
-    gold = Path(args.gold)
     out = Path(args.out or Path(args.model) / f"eval-{gold.stem}")
     score_documents(args, documents, type_map, out, f"{Path(args.model).name} on {gold.name}")
     return 0
@@ -131,13 +129,9 @@ def evaluate_craft(args) -> int:
         args.overrides.insert(0, "word_unit=whitespace")  # CRAFT's tokens are its words
         curves = score_documents(args, documents, None, out / "spans", f"{title} (spans)")
         if args.update_model_card:
-            section = "## Score thresholds\n\n" + (
-                f"Per type, the lowest span score at which {args.split} precision (strict spans, "
-                "through the annotation job) reaches 0.9, written by `jobs.evaluate "
-                "--update-model-card`; spans scoring below it can be dropped.\n\n"
+            print(
+                f"updated {update_model_card(args.model, model_card_section(args.split, curves))}"
             )
-            card = update_model_card(args.model, section + gm.thresholds_table(curves) + "\n")
-            print(f"updated {card}")
     return 0
 
 
