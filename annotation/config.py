@@ -202,8 +202,8 @@ class ReprocessConfig(AnnotateConfig):
     )
     staging: str = option(
         "",
-        "local directory for a run's to-do input and annotated files before its commit; "
-        "empty = <store>/_staging (required for an s3:// store)",
+        "where a run keeps its to-do input and annotated files until its commit, on the "
+        "store's filesystem and reachable from every node; empty = <store>/_staging",
     )
     storage_options: dict[str, str] = option(
         {},
@@ -243,10 +243,6 @@ class ReprocessConfig(AnnotateConfig):
             raise ConfigError("remove_stale does not apply to reprocess")
         if not self.store:
             raise ConfigError("store must name a directory")
-        if "://" in self.store and not self.staging:
-            raise ConfigError("a store URI needs `staging`: a local directory for the run's files")
-        if "://" in self.staging:
-            raise ConfigError("staging must be a local directory (flock, atomic rename)")
         if self.keep_versions < 1:
             raise ConfigError("keep_versions must be at least 1")
         if self.target_file_mb < 1:

@@ -33,12 +33,14 @@ def build_pipeline(
     run_id: str,
     rejected_columns: Sequence[str] = (),
     skip_row_hashes: np.ndarray | None = None,
+    writer: ParquetShardWriter | None = None,
 ):
     """The pipeline as a lazy Ray Data dataset of writer stats rows; Ray must be running.
 
     ``rejected_columns`` (pass-through columns) are also copied into rejected records.
     ``skip_row_hashes`` (uint64) are input rows an earlier attempt of this run
-    already wrote; they are dropped right after the read.
+    already wrote; they are dropped right after the read. ``writer`` replaces the
+    output writer (reprocessing writes the store's rows).
     """
     import ray
     from ray.data import ActorPoolStrategy
@@ -122,7 +124,7 @@ def build_pipeline(
         num_cpus=light,
         udf_modifying_row_count=False,
     )
-    writer = ParquetShardWriter(
+    writer = writer or ParquetShardWriter(
         config.output,
         model_name=config.model,
         model_fingerprint=fingerprint,

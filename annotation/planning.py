@@ -49,7 +49,8 @@ class Previous:
 @dataclass
 class Plan:
     needed: pa.Table  # doc_id, content_hash: documents this run's rows must hold
-    deleted: list[str]  # stored ids no longer in the corpus
+    deleted: pa.Array  # stored ids no longer in the corpus, sorted
+    positions: pa.ChunkedArray | pa.Array  # each needed document's row (_ROW), in order
     carried: int = 0
     todo_files: list[str] = field(default_factory=list)
     todo_rows: int = 0
@@ -139,15 +140,29 @@ def plan_run(
     files: list[str],
     previous: Previous,
     done: pa.Table,
-    todo_dir: Path | None,
+    todo_dir: str | Path | None,
+    summary,
+    current: CurrentState | None = None,
+    staging_fs: pafs.FileSystem | None = None,
+) -> Plan:
+    """Classify every document (:func:`classify`), then stage the ones to annotate (:func:`stage`)."""
+    plan = classify(config, filesystem, files, previous, summary, current)
+    stage(config, filesystem, files, plan, done, todo_dir, current, staging_fs)
+    return plan
+
+
+def classify(
+    config: ReprocessConfig,
+    filesystem: pafs.FileSystem,
+    files: list[str],
+    previous: Previous,
     summary,
     current: CurrentState | None = None,
 ) -> Plan:
-    """Classify every document, then stage the ones to annotate in ``todo_dir``.
+    """Which documents are new, changed, stale, carried or deleted; counts go to ``summary``.
 
-    First pass: ids and hashes of every file (the text is read only where a hash
-    must be computed). Second pass, only over files holding to-do rows: those
-    rows, with their text, one to-do Parquet file per input file.
+    One pass over ids and hashes of every file (the text is read only where a hash
+    must be computed).
     """
     parts = []
     for k, path in enumerate(files):
@@ -184,17 +199,35 @@ def plan_run(
     needed = corpus.filter(pc.or_(pc.or_(is_new, is_changed), is_stale)).sort_by(_ROW)
     ids = corpus[C.DOC_ID].combine_chunks()
     gone = pc.invert(pc.is_in(state[C.DOC_ID], value_set=ids))
-    plan = Plan(
+    deleted = state[C.DOC_ID].filter(gone).combine_chunks()
+    return Plan(
         needed=needed.select([C.DOC_ID, CONTENT_HASH]),
-        deleted=sorted(state[C.DOC_ID].filter(gone).to_pylist()),
+        deleted=deleted.take(pc.array_sort_indices(deleted)),
+        positions=needed[_ROW],
         carried=summary.carried,
     )
-    resumed = pc.is_in(S.pair_keys(needed), value_set=S.pair_keys(done))
+
+
+def stage(
+    config: ReprocessConfig,
+    filesystem: pafs.FileSystem,
+    files: list[str],
+    plan: Plan,
+    done: pa.Table,
+    todo_dir: str | Path | None,
+    current: CurrentState | None = None,
+    staging_fs: pafs.FileSystem | None = None,
+) -> None:
+    """Write the needed documents not in ``done`` to ``todo_dir`` (on ``staging_fs``).
+
+    A pass over the files holding to-do rows only: those rows, with their text, one
+    to-do Parquet file per input file.
+    """
+    resumed = pc.is_in(S.pair_keys(plan.needed), value_set=S.pair_keys(done))
     plan.resumed = _count(resumed)
-    todo = needed.filter(pc.invert(resumed))[_ROW]
+    todo = plan.positions.filter(pc.invert(resumed))
     if todo_dir is not None and len(todo):
-        _stage(config, filesystem, files, todo, todo_dir, current, plan)
-    return plan
+        _stage(config, filesystem, files, todo, str(todo_dir), current, plan, staging_fs)
 
 
 def _first_of_each(corpus: pa.Table, summary) -> pa.Table:
@@ -219,7 +252,7 @@ def _first_of_each(corpus: pa.Table, summary) -> pa.Table:
     return corpus.filter(pc.is_in(corpus[_ROW], value_set=first))
 
 
-def _stage(config, filesystem, files, todo: pa.ChunkedArray, todo_dir: Path, current, plan):
+def _stage(config, filesystem, files, todo, todo_dir: str, current, plan, staging_fs):
     """Write the to-do rows, with their text and hash, one Parquet file per input file."""
     file_of = pc.shift_right(todo, 40)
     for k in pc.unique(file_of).to_pylist():
@@ -237,9 +270,9 @@ def _stage(config, filesystem, files, todo: pa.ChunkedArray, todo_dir: Path, cur
         table = pa.concat_tables(parts)
         order = [config.id_column, *config.text_columns, *config.passthrough, CONTENT_HASH]
         table = table.select(list(dict.fromkeys(order)))
-        target = todo_dir / f"f{k:05d}-{safe_stem(path, 60)}.parquet"
-        write_parquet_atomic(table.replace_schema_metadata(None), target)
-        plan.todo_files.append(str(target))
+        target = f"{todo_dir}/f{k:05d}-{safe_stem(path, 60)}.parquet"
+        write_parquet_atomic(table.replace_schema_metadata(None), target, staging_fs)
+        plan.todo_files.append(target)
         plan.todo_rows += table.num_rows
 
 

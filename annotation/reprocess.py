@@ -18,18 +18,21 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from annotation import planning as P
 from annotation import staging as S
 from annotation import store
+from annotation.commit import ConcurrentCommitError, commit, commit_files
 from annotation.config import CONTENT_HASH, ROW_SETTINGS, ReprocessConfig
 from annotation.hashing import settings_fingerprint
 from annotation.run import RunSummary, prepare_run, run_annotate
+from annotation.store_writer import StoreShardWriter
 from ner import columns as C
+from ner.config import ConfigError
 from ner.failpoints import failpoint
 from ner.pubmed_updates import load_current
 
@@ -110,10 +113,19 @@ class ReprocessSummary:
         return "\n".join(lines)
 
 
-def _staging_dir(config: ReprocessConfig) -> Path:
-    if config.staging:
-        return Path(config.staging).expanduser().resolve()
-    return Path(store.table_uri(config.store)) / "_staging"
+def open_staging(config: ReprocessConfig) -> S.Staging:
+    """The run's staging area: ``staging`` if set, else ``<store>/_staging``, on the store's filesystem."""
+    options = config.storage_options or None
+    fs, root = store.filesystem(config.store, options)
+    if not config.staging:
+        return S.Staging(fs, f"{root}/_staging", f"{store.table_uri(config.store)}/_staging")
+    staging_fs, staging_root = store.filesystem(config.staging, options)
+    if type(staging_fs) is not type(fs):
+        raise ConfigError(
+            f"staging {config.staging} must be on the store's filesystem ({config.store}): "
+            "the run's files move from one to the other at the commit"
+        )
+    return S.Staging(staging_fs, staging_root, store.table_uri(config.staging))
 
 
 def run_reprocess(
@@ -126,103 +138,146 @@ def run_reprocess(
     """
     started = time.perf_counter()
     store.refuse_old_format(config.store)
-    staging = _staging_dir(config)
+    staging = open_staging(config)
     current = load_current(config.input) if config.pubmed else None  # PubMed's current state
     described = current.describe() if current else ""
     prepared = prepare_run(
-        replace(config, input=current.files) if current else config, str(staging)
+        replace(config, input=current.files) if current else config, staging.location
     )
     fingerprint = prepared.fingerprint
     settings = {name: getattr(config, name) for name in ROW_SETTINGS}
     settings_fp = settings_fingerprint(settings)
     options = config.storage_options or None
 
-    if config.plan_only:  # read-only: no lock, no staging, no Ray, no model
-        table = store.open_table(config.store, options)
-        previous = P.load_previous(store.read_state(table), fingerprint, settings_fp)
-        summary = ReprocessSummary(
-            run_id="", previous_version=table.version() if table else None, plan_only=True
-        )
-        summary.reason, summary.pubmed_state = previous.reason, described
-        plan = P.plan_run(
-            config, prepared.filesystem, prepared.files, previous, P.empty_done(), None,
-            summary, current,
-        )  # fmt: skip
-        summary.annotated = plan.needed.num_rows
+    table = store.open_table(config.store, options)
+    previous = P.load_previous(store.read_state(table), fingerprint, settings_fp)
+    run_id, resuming = "", False
+    if not config.plan_only:
+        run_id, resuming = staging.choose_run_id(config.run_id, store.committed_runs(table))
+    summary = ReprocessSummary(run_id=run_id, previous_version=table.version() if table else None)
+    summary.reason, summary.pubmed_state = previous.reason, described
+    plan = P.classify(config, prepared.filesystem, prepared.files, previous, summary, current)
+    if config.plan_only:  # read-only: no staging, no Ray, no model
+        summary.plan_only, summary.annotated = True, plan.needed.num_rows
         _print_plan(config, summary, len(prepared.files), "plan")
         summary.wall_s = time.perf_counter() - started
         return summary
 
-    with S.StoreLock(staging):
-        table = store.open_table(config.store, options)
-        run_id, resuming = S.choose_run_id(staging, config.run_id, store.committed_runs(table))
-        previous = P.load_previous(store.read_state(table), fingerprint, settings_fp)
-        summary = ReprocessSummary(
-            run_id=run_id, previous_version=table.version() if table else None
-        )
-        summary.reason, summary.pubmed_state = previous.reason, described
-        todo_dir = S.open_run(staging, run_id, fingerprint, settings_fp)
-        out_dir = staging / run_id / S.OUT
-        done = S.already_written(out_dir)
-        plan = P.plan_run(
-            config, prepared.filesystem, prepared.files, previous, done, todo_dir, summary, current
-        )
-        summary.annotated, summary.resumed = plan.todo_rows, plan.resumed
-        _print_plan(config, summary, len(prepared.files), "resuming" if resuming else "run")
-        failpoint("reprocess.before_annotate")
-        if plan.todo_rows:
-            on_stats = None
-            if after_file is not None:
-
-                def on_stats(row: dict) -> None:
-                    for name in (row["file"], row["rejected_file"]):
-                        if name:
-                            after_file(name)
-
-            summary.annotate = run_annotate(
-                config.annotate_config([str(todo_dir)], str(out_dir), run_id),
-                rejected_columns=[CONTENT_HASH],
-                on_stats=on_stats,
-                # The plan above already left out what an earlier attempt wrote, by
-                # doc_id; the staging file's rows differ, so row hashes cannot match.
-                resume=False,
-            )
-            print(summary.annotate.format(), flush=True)
-            if not summary.annotate.balanced:
-                raise ReprocessError("annotation rows_in != rows_out + rows_rejected")
-        rows = _run_rows(config, out_dir, plan.needed, fingerprint, settings_fp)
-        deleted = plan.deleted
-        summary.rows = rows.num_rows if rows is not None else 0
-        if rows is not None:
-            rejected = pc.equal(rows[C.STATUS], C.STATUS_REJECTED)
-            summary.rejected_rows = pc.sum(rejected).as_py() or 0
-        failpoint("reprocess.before_commit")  # every row staged, nothing committed
-        if rows is None and not deleted:
-            summary.version = summary.previous_version
-        else:
-            if rows is None:
-                rows = pa.table({C.DOC_ID: pa.array([], pa.string())})
-            metadata = {
-                store.RUN_KEY: run_id,
-                store.COUNTS_KEY: json.dumps({name: getattr(summary, name) for name in COUNTS}),
-                "model_name": config.model,
-                "model_fingerprint": fingerprint,
-                "settings": json.dumps(settings, sort_keys=True, default=str),
-            }
-            summary.version = store.commit(
-                config.store,
-                table,
-                rows,
-                deleted,
-                replace_all=table is not None and not plan.carried,
-                metadata=metadata,
-                storage_options=options,
-                target_file_mb=config.target_file_mb,
-            )
-            summary.expired_files = len(store.expire(config.store, config.keep_versions, options))
-        S.finish(staging, run_id)
+    todo_dir = staging.open_run(run_id, fingerprint, settings_fp)
+    done = staging.keep_needed(run_id, staging.already_written(run_id), plan.needed)
+    P.stage(config, prepared.filesystem, prepared.files, plan, done, todo_dir, current, staging.fs)
+    summary.annotated, summary.resumed = plan.todo_rows, plan.resumed
+    _print_plan(config, summary, len(prepared.files), "resuming" if resuming else "run")
+    failpoint("reprocess.before_annotate")
+    if plan.todo_rows:
+        _annotate(config, staging, run_id, todo_dir, fingerprint, settings_fp, summary, after_file)
+    files = staging.written(run_id)
+    summary.rows, summary.rejected_rows = _check_files(staging, files, plan.needed)
+    failpoint("reprocess.before_commit")  # every row staged, nothing committed
+    metadata = {
+        store.RUN_KEY: run_id,
+        store.COUNTS_KEY: json.dumps({name: getattr(summary, name) for name in COUNTS}),
+        "model_name": config.model,
+        "model_fingerprint": fingerprint,
+        "settings": json.dumps(settings, sort_keys=True, default=str),
+    }
+    if not files and not len(plan.deleted):
+        summary.version = summary.previous_version
+    elif files and (table is None or not plan.carried):
+        # Every row is new: the workers' files become the table (no rows through the driver).
+        summary.version = commit_files(
+            config.store, table, staging.fs, files, run_id,
+            metadata=metadata, storage_options=options,
+        )  # fmt: skip
+    else:
+        summary.version = commit(
+            config.store, table, _stream(staging, files), plan.deleted,
+            metadata=metadata, storage_options=options, target_file_mb=config.target_file_mb,
+        )  # fmt: skip
+    if summary.version != summary.previous_version:
+        summary.expired_files = len(store.expire(config.store, config.keep_versions, options))
+    staging.finish(run_id)
     summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def _annotate(config, staging, run_id, todo_dir, fingerprint, settings_fp, summary, after_file):
+    """Run the annotation pipeline over the to-do input; its workers write the run's files."""
+    on_stats = None
+    if after_file is not None:
+
+        def on_stats(row: dict) -> None:
+            after_file(row["file"])
+
+    out_dir = staging.out_dir(run_id)
+    annotate_config = config.annotate_config([todo_dir], out_dir, run_id)
+    writer = StoreShardWriter(
+        out_dir,
+        settings_fingerprint=settings_fp,
+        model_name=config.model,
+        model_fingerprint=fingerprint,
+        run_id=run_id,
+        passthrough=annotate_config.passthrough,
+        include_text=config.include_text,
+        filesystem=staging.fs,
+    )
+    summary.annotate = run_annotate(
+        annotate_config,
+        on_stats=on_stats,
+        # The plan above already left out what an earlier attempt wrote, by
+        # doc_id; the staging file's rows differ, so row hashes cannot match.
+        resume=False,
+        writer=writer,
+        filesystem=staging.fs,
+    )
+    print(summary.annotate.format(), flush=True)
+    if not summary.annotate.balanced:
+        raise ReprocessError("annotation rows_in != rows_out + rows_rejected")
+
+
+def _check_files(staging: S.Staging, files: list[str], needed: pa.Table) -> tuple[int, int]:
+    """Rows and rejected rows of the run's files, checked: every needed document exactly once.
+
+    Reads the files' ``doc_id, content_hash, status`` only (the run's size, not the
+    corpus'). Two attempts that overlapped can leave repeats: then nothing is
+    committed, and the rerun keeps one of them (:meth:`Staging.keep_needed`).
+    """
+    parts = [
+        pq.read_table(path, columns=[C.DOC_ID, CONTENT_HASH, C.STATUS], filesystem=staging.fs)
+        for path in files
+    ]
+    rows = pa.concat_tables(parts) if parts else None
+    count = rows.num_rows if rows is not None else 0
+    keys = S.pair_keys(rows) if rows is not None else pa.array([], pa.string())
+    if count != pc.count_distinct(keys).as_py():
+        raise ConcurrentCommitError(
+            "the run's files hold a document twice (another attempt of this run wrote at the "
+            "same time); nothing committed: rerun to resume"
+        )
+    missing = pc.invert(pc.is_in(S.pair_keys(needed), value_set=keys))
+    extra = pc.invert(pc.is_in(keys, value_set=S.pair_keys(needed)))
+    if pc.any(missing).as_py() or pc.any(extra).as_py():
+        examples = needed[C.DOC_ID].filter(missing)[:3].to_pylist()
+        raise ReprocessError(
+            f"{pc.sum(missing).as_py() or 0:,} document(s) missing from the run's output "
+            f"(e.g. {examples}), {pc.sum(extra).as_py() or 0:,} not planned; nothing committed"
+        )
+    rejected = pc.sum(pc.equal(rows[C.STATUS], C.STATUS_REJECTED)).as_py() if count else 0
+    return count, rejected or 0
+
+
+def _stream(staging: S.Staging, files: list[str]) -> pa.RecordBatchReader | pa.Table:
+    """The run's rows, a batch at a time, for the merge."""
+    if not files:
+        return pa.table({C.DOC_ID: pa.array([], pa.string())})
+    schema = pq.read_schema(files[0], filesystem=staging.fs).remove_metadata()
+
+    def batches():
+        for path in files:
+            with staging.fs.open_input_file(path) as handle:
+                yield from pq.ParquetFile(handle).iter_batches(batch_size=4096)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _print_plan(config: ReprocessConfig, summary: ReprocessSummary, files: int, verb: str) -> None:
@@ -234,36 +289,3 @@ def _print_plan(config: ReprocessConfig, summary: ReprocessSummary, files: int, 
         + f"{summary.annotated:,} to annotate: {summary.counts()}",
         flush=True,
     )
-
-
-def _run_rows(
-    config: ReprocessConfig,
-    out_dir: Path,
-    needed: pa.Table,
-    fingerprint: str,
-    settings_fp: str,
-) -> pa.Table | None:
-    """The run's rows for the table, checked: every needed document exactly once."""
-    annotated, rejected = S.read_needed(out_dir, needed)
-    if annotated is None and rejected is None:
-        if needed.num_rows:
-            raise ReprocessError(
-                f"{needed.num_rows:,} document(s) were not annotated; nothing committed"
-            )
-        return None
-    parts = [t[C.DOC_ID] for t in (annotated, rejected) if t is not None]
-    ids = pa.chunked_array([c for part in parts for c in part.chunks], pa.string())
-    missing = needed[C.DOC_ID].filter(pc.invert(pc.is_in(needed[C.DOC_ID], ids.combine_chunks())))
-    if len(missing):
-        raise ReprocessError(
-            f"{len(missing):,} document(s) missing from the run's output "
-            f"(e.g. {sorted(missing.to_pylist())[:3]}); nothing committed"
-        )
-    settings = pa.array([settings_fp], pa.string())
-    parts = [
-        t.append_column(store.SETTINGS_FINGERPRINT, pa.repeat(settings[0], t.num_rows))
-        if t is not None
-        else None
-        for t in (annotated, rejected)
-    ]
-    return store.table_rows(parts[0], parts[1], config.model, fingerprint)

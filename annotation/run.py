@@ -9,6 +9,7 @@ reprocessing reuses for the documents it has to annotate.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -23,11 +24,14 @@ from annotation.cluster import init_ray
 from annotation.config import AnnotateConfig, new_run_id
 from annotation.manifest import build_manifest, write_manifest
 from annotation.pipeline import build_pipeline
+from annotation.reach import check_reachable
+from annotation.resources import release_resources
 from annotation.resume import ResumeState, remove_stale
 from ner import columns as C
 from ner.corpus import InputError, InputFile, expand_inputs, resolve_filesystem, validate_inputs
 from ner.failpoints import failpoint
 from ner.model import model_fingerprint, resolve_model
+from ner.writer import ParquetShardWriter
 
 
 @dataclass
@@ -44,18 +48,31 @@ class PreparedRun:
         return sum(item.num_rows for item in self.inputs)
 
 
-def prepare_run(config: AnnotateConfig, output: str) -> PreparedRun:
+def prepare_run(
+    config: AnnotateConfig, output: str, filesystem: pafs.FileSystem | None = None
+) -> PreparedRun:
     """Check the config, the inputs (footers only), the output and the model, before Ray starts.
 
-    Fails with :class:`~ner.config.ConfigError`, :class:`~ner.corpus.InputError`
-    or :class:`~ner.model.ModelNotFoundError` naming the file, column or model.
+    ``filesystem``: where the inputs are, when their URIs alone do not say how to
+    reach them (a store's staging area, with its storage options). Fails with
+    :class:`~ner.config.ConfigError`, :class:`~ner.corpus.InputError` or
+    :class:`~ner.model.ModelNotFoundError` naming the file, column or model.
     """
     config.check()
-    filesystem, files = expand_inputs(config.input)
+    given = filesystem
+    if filesystem is not None:
+        files = sorted(
+            entry.path
+            for folder in config.input
+            for entry in filesystem.get_file_info(pafs.FileSelector(folder))
+            if entry.path.endswith(".parquet")
+        )
+    else:
+        filesystem, files = expand_inputs(config.input)
     inputs = validate_inputs(
         filesystem, files, config.id_column, config.text_columns, config.passthrough
     )
-    out_fs, out_root = resolve_filesystem(output)
+    out_fs, out_root = (given, output) if given else resolve_filesystem(output)
     for item in inputs:
         if out_fs.type_name == filesystem.type_name and item.path.startswith(
             out_root.rstrip("/") + "/"
@@ -135,12 +152,25 @@ def find_duplicates(
     return len(repeated), [str(v) for v in repeated.field("values")[:limit].to_pylist()]
 
 
+def _check_reachable(ray, config, prepared: PreparedRun, out_fs, out_root: str) -> None:
+    """The local input, output and model must be on every node that runs the pipeline."""
+    paths = {"model": config.model if os.path.isdir(config.model) else ""}
+    if isinstance(prepared.filesystem, pafs.LocalFileSystem) and prepared.files:
+        paths["input"] = prepared.files[0]
+    if isinstance(out_fs, pafs.LocalFileSystem):
+        out_fs.create_dir(out_root, recursive=True)
+        paths["output"] = out_root
+    check_reachable(ray, paths)
+
+
 def run_annotate(
     config: AnnotateConfig,
     *,
     rejected_columns: Sequence[str] = (),
     on_stats: Callable[[dict], None] | None = None,
     resume: bool = True,
+    writer: ParquetShardWriter | None = None,
+    filesystem: pafs.FileSystem | None = None,
 ) -> RunSummary:
     """Validate the inputs, run the pipeline, check the row balance, write the manifest.
 
@@ -148,11 +178,15 @@ def run_annotate(
     pass-through columns also kept in rejected records; ``on_stats`` is called with
     each writer stats row (one per file written) as it arrives, so a caller can
     follow progress or stop the run by raising; ``resume=False`` annotates every
-    input row even if files of this run_id exist (the caller tracks progress itself).
+    input row even if files of this run_id exist (the caller tracks progress itself),
+    and leaves the check for repeated ids to the caller; ``writer`` replaces the
+    output writer, and ``filesystem`` is that of the input and the output.
     """
     started = time.perf_counter()
-    prepared = prepare_run(config, config.output)
-    out_fs, out_root = resolve_filesystem(config.output)
+    prepared = prepare_run(config, config.output, filesystem)
+    out_fs, out_root = (
+        (filesystem, config.output) if filesystem else resolve_filesystem(config.output)
+    )
     run_id = config.run_id or new_run_id()
     summary = RunSummary(run_id=run_id, rows_in=prepared.rows)
     earlier = (
@@ -178,55 +212,61 @@ def run_annotate(
     failpoint("annotate.before_pipeline")
 
     pipeline_started = time.perf_counter()
-    stats_rows = ()
-    if summary.resumed < summary.rows_in:  # else nothing is left: no Ray, no model
-        init_ray(
-            config.ray_address,
-            config.num_cpus,
-            config.object_store_mb,
-            dashboard=config.dashboard,
-            verbose=config.verbose,
-            progress_bars=config.progress_bars,
-            heap_trim_s=config.heap_trim_s,
-        )
-        print(
-            f"annotating {summary.rows_in - summary.resumed:,} documents in "
-            f"{len(prepared.files):,} file(s) with {config.model} ({prepared.fingerprint}) "
-            f"-> {config.output}",
-            flush=True,
-        )
-        stats_rows = build_pipeline(
-            config,
-            prepared.filesystem,
-            prepared.files,
-            prepared.fingerprint,
-            run_id,
-            rejected_columns,
-            skip_row_hashes=earlier.row_hashes,
-        ).iter_rows()
-    for row in stats_rows:
-        summary.rows_out += row["rows"]
-        summary.rows_rejected += row["rejected"]
-        summary.tokens += row["tokens"]
-        summary.bio_repairs += row["bio_repairs"]
-        statuses.update(json.loads(row["statuses"]))
-        entity_types.update(json.loads(row["entity_types"]))
-        if row["file"]:
-            summary.files.append(row["file"])
-        if row["rejected_file"]:
-            summary.rejected_files.append(row["rejected_file"])
-        if on_stats is not None:
-            on_stats(row)
-        # Killed here, the file is written but the run's manifest is not.
-        failpoint("annotate.after_file")
+    try:
+        stats_rows = ()
+        if summary.resumed < summary.rows_in:  # else nothing is left: no Ray, no model
+            ray = init_ray(
+                config.ray_address,
+                config.num_cpus,
+                config.object_store_mb,
+                dashboard=config.dashboard,
+                verbose=config.verbose,
+                progress_bars=config.progress_bars,
+                heap_trim_s=config.heap_trim_s,
+            )
+            _check_reachable(ray, config, prepared, out_fs, out_root)
+            print(
+                f"annotating {summary.rows_in - summary.resumed:,} documents in "
+                f"{len(prepared.files):,} file(s) with {config.model} ({prepared.fingerprint}) "
+                f"-> {config.output}",
+                flush=True,
+            )
+            stats_rows = build_pipeline(
+                config,
+                prepared.filesystem,
+                prepared.files,
+                prepared.fingerprint,
+                run_id,
+                rejected_columns,
+                skip_row_hashes=earlier.row_hashes,
+                writer=writer,
+            ).iter_rows()
+        for row in stats_rows:
+            summary.rows_out += row["rows"]
+            summary.rows_rejected += row["rejected"]
+            summary.tokens += row["tokens"]
+            summary.bio_repairs += row["bio_repairs"]
+            statuses.update(json.loads(row["statuses"]))
+            entity_types.update(json.loads(row["entity_types"]))
+            if row["file"]:
+                summary.files.append(row["file"])
+            if row["rejected_file"]:
+                summary.rejected_files.append(row["rejected_file"])
+            if on_stats is not None:
+                on_stats(row)
+            # Killed here, the file is written but the run's manifest is not.
+            failpoint("annotate.after_file")
+    finally:
+        release_resources()  # withdraw the nodes check_cluster asked an autoscaler for
     summary.pipeline_s = time.perf_counter() - pipeline_started
     summary.statuses = dict(statuses)
     summary.entity_types = dict(entity_types)
     summary.files.sort()
     summary.rejected_files.sort()
-    summary.duplicate_ids, summary.duplicate_examples = find_duplicates(
-        out_fs, summary.files + summary.rejected_files
-    )
+    if resume:  # reading every written id is the caller's business otherwise
+        summary.duplicate_ids, summary.duplicate_examples = find_duplicates(
+            out_fs, summary.files + summary.rejected_files
+        )
     if config.remove_stale:
         remove_stale(out_fs, out_root, set(summary.files) | set(summary.rejected_files))
     summary.wall_s = time.perf_counter() - started

@@ -1,31 +1,30 @@
-"""A reprocessing run's local staging area: to-do input, annotated files, resume, lock.
+"""A reprocessing run's staging area, where every node reaches it: to-do input, run files, resume.
 
-Layout under ``<staging>`` (``<store>/_staging`` for a local store; delta-rs's
-``vacuum`` leaves ``_``-prefixed folders alone)::
+The area lives on the store's own filesystem by default (``<store>/_staging``: a
+local folder, or a prefix of the store's bucket; delta-rs's ``vacuum`` leaves
+``_``-prefixed folders alone), or at an explicit ``staging=`` URI on the same
+filesystem. Every path goes through a pyarrow filesystem, so the driver that plans
+and the workers that read and write see the same objects: no node's local disk is
+in the data path. Layout::
 
-    <run_id>/run.json            the run's model and settings: a crashed run is resumed
-    <run_id>/a<NNN>/*.parquet    an attempt's to-do input (documents not yet annotated)
-    <run_id>/out/                what the annotation pipeline wrote (and out/_rejected/)
-    .lock                        flock'ed by the run in progress
+    <run_id>/run.json           the run's model and settings: a crashed run is resumed
+    <run_id>/in-<attempt>/      an attempt's to-do input (documents not yet annotated)
+    <run_id>/out/*.parquet      the run's store rows, written by the pipeline's workers
 
-Nothing here is visible to readers of the store: the run's rows reach the table in
-one commit (:func:`annotation.store.commit`), after which the run's folder is
-deleted. A run that crashes leaves its folder; the rerun reads what ``out/``
-holds and annotates only the rest.
+Nothing here is visible to readers of the store: the run's files reach the table
+in one commit (:mod:`annotation.commit`), after which the run's folder is deleted.
+A run that crashes leaves its folder; the rerun reads what ``out/`` holds and
+annotates only the rest. There is no lock: attempts write to folders of their own,
+and of two runs that overlap, the one that commits second is refused by the
+table's conflict check and commits nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-import shutil
-import socket
+import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -35,126 +34,140 @@ from annotation.config import CONTENT_HASH, new_run_id
 from ner import columns as C
 from ner.atomic import write_json_atomic
 from ner.config import ConfigError
-from ner.writer import REJECTED_DIR, list_written
+from ner.writer import list_written
 
 RUN_STATE = "run.json"
 OUT = "out"
-LOCK_FILE = ".lock"
+_KEYS = pa.schema([(C.DOC_ID, pa.string()), (CONTENT_HASH, pa.string())])
 
 
-class StoreLockedError(RuntimeError):
-    """Another run holds the staging area's lock."""
+class Staging:
+    """The staging area at ``root`` on ``fs``; ``location`` is its URI, for messages."""
 
+    def __init__(self, fs: pafs.FileSystem, root: str, location: str = ""):
+        self.fs, self.root = fs, root.rstrip("/")
+        self.location = location or self.root
 
-def written_files(out_dir: Path) -> list[Path]:
-    """Annotation files (main and rejected) that attempts of this run wrote."""
-    if not out_dir.is_dir():
-        return []
-    return [Path(p) for p in list_written(pafs.LocalFileSystem(), str(out_dir))]
+    def uri(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
 
+    def out_dir(self, run_id: str) -> str:
+        return self.uri(run_id, OUT)
 
-def already_written(out_dir: Path) -> pa.Table:
-    """``doc_id, content_hash`` of what an earlier attempt of this run annotated (or rejected)."""
-    schema = pa.schema([(C.DOC_ID, pa.string()), (CONTENT_HASH, pa.string())])
-    parts = [
-        pq.read_table(path, columns=[C.DOC_ID, CONTENT_HASH]).cast(schema)
-        for path in written_files(out_dir)
-    ]
-    return pa.concat_tables(parts) if parts else schema.empty_table()
+    def _runs(self) -> list[dict]:
+        """The state of every uncommitted run folder (crashed, or in progress elsewhere)."""
+        if self.fs.get_file_info(self.root).type != pafs.FileType.Directory:
+            return []
+        states = []
+        for entry in self.fs.get_file_info(pafs.FileSelector(self.root)):
+            if entry.type != pafs.FileType.Directory or entry.base_name.startswith((".", "_")):
+                continue
+            path = f"{entry.path}/{RUN_STATE}"
+            try:
+                with self.fs.open_input_stream(path) as stream:
+                    states.append(json.loads(stream.read()) | {"folder": entry.base_name})
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue  # a folder without a state holds nothing to resume
+        return states
 
+    def choose_run_id(self, requested: str, committed: dict[str, int]) -> tuple[str, bool]:
+        """The run's id and whether it resumes a crashed run (one not committed).
 
-def choose_run_id(staging: Path, requested: str, committed: dict[str, int]) -> tuple[str, bool]:
-    """The run's id and whether it resumes a crashed run (one not committed).
+        A staging folder of a run that is committed (it crashed after its commit) is
+        deleted here.
+        """
+        crashed = []
+        for state in self._runs():
+            if state["folder"] in committed:
+                self.finish(state["folder"])
+            else:
+                crashed.append((state.get("updated_at", ""), state["folder"]))
+        if requested:
+            if requested in committed:
+                raise ConfigError(
+                    f"run {requested} is already committed (table version "
+                    f"{committed[requested]}); pick a new run_id"
+                )
+            return requested, any(folder == requested for _, folder in crashed)
+        if crashed:
+            return max(crashed)[1], True
+        return new_run_id(), False
 
-    A staging folder of a run that is committed (it crashed after its commit) is
-    deleted here.
-    """
-    for state in staging.glob(f"*/{RUN_STATE}") if staging.is_dir() else []:
-        if state.parent.name in committed:
-            shutil.rmtree(state.parent, ignore_errors=True)
-    if requested:
-        if requested in committed:
-            raise ConfigError(
-                f"run {requested} is already committed (table version "
-                f"{committed[requested]}); pick a new run_id"
-            )
-        return requested, (staging / requested / RUN_STATE).is_file()
-    crashed = [
-        (state.stat().st_mtime, state.parent.name)
-        for state in (staging.glob(f"*/{RUN_STATE}") if staging.is_dir() else [])
-    ]
-    if crashed:
-        return max(crashed)[1], True
-    return new_run_id(), False
+    def open_run(self, run_id: str, fingerprint: str, settings_fp: str) -> str:
+        """Create or reopen the run's folder; returns this attempt's own to-do folder.
 
+        A crashed attempt's output is kept only if it used the same model and settings.
+        """
+        state_path = self.uri(run_id, RUN_STATE)
+        state = {"run_id": run_id, "attempts": 0}
+        if self.fs.get_file_info(state_path).type == pafs.FileType.File:
+            with self.fs.open_input_stream(state_path) as stream:
+                state = json.loads(stream.read())
+            if (state.get("model_fingerprint"), state.get("settings_fingerprint")) != (
+                fingerprint,
+                settings_fp,
+            ):
+                print(
+                    f"run {run_id}: model or settings differ from its crashed attempt; starting over"
+                )
+                self._delete(self.out_dir(run_id))
+                state["attempts"] = 0
+        else:
+            self._delete(self.out_dir(run_id))  # data without a run state: nothing to trust
+        state.update(
+            model_fingerprint=fingerprint,
+            settings_fingerprint=settings_fp,
+            attempts=state.get("attempts", 0) + 1,
+            updated_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+        )
+        write_json_atomic(state_path, state, self.fs)
+        self.fs.create_dir(self.out_dir(run_id), recursive=True)
+        # Each attempt stages its input in a folder of its own: an attempt that
+        # overlaps another (two runs started at once resume one crashed run) never
+        # deletes or overwrites the input the other is reading.
+        return self.uri(run_id, f"in-{state['attempts']:03d}-{uuid.uuid4().hex[:8]}")
 
-def open_run(staging: Path, run_id: str, fingerprint: str, settings_fp: str) -> Path:
-    """Create or reopen the run's folder; returns a fresh to-do folder for this attempt.
+    def written(self, run_id: str) -> list[str]:
+        """The run's files in ``out/`` (from every attempt)."""
+        return list_written(self.fs, self.out_dir(run_id))
 
-    A crashed attempt's output is kept only if it used the same model and settings.
-    """
-    folder = staging / run_id
-    out_dir = folder / OUT
-    state_path = folder / RUN_STATE
-    state = {"run_id": run_id, "attempts": 0}
-    if state_path.is_file():
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-        if (state.get("model_fingerprint"), state.get("settings_fingerprint")) != (
-            fingerprint,
-            settings_fp,
-        ):
-            print(f"run {run_id}: model or settings differ from its crashed attempt; starting over")
-            shutil.rmtree(out_dir, ignore_errors=True)
-            state["attempts"] = 0
-    elif out_dir.exists():
-        shutil.rmtree(out_dir)  # data without a run state: nothing to trust
-    for old in folder.glob("a*") if folder.is_dir() else []:
-        shutil.rmtree(old)  # earlier attempts' to-do input; their output stays in out/
-    state.update(
-        model_fingerprint=fingerprint,
-        settings_fingerprint=settings_fp,
-        attempts=state.get("attempts", 0) + 1,
-        updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    write_json_atomic(state_path, state)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return folder / f"a{state['attempts']:03d}"
+    def already_written(self, run_id: str) -> pa.Table:
+        """``doc_id, content_hash`` and ``file`` of every row an earlier attempt wrote."""
+        parts = []
+        for path in self.written(run_id):
+            keys = pq.read_table(path, columns=[C.DOC_ID, CONTENT_HASH], filesystem=self.fs)
+            keys = keys.cast(_KEYS)
+            parts.append(keys.append_column("file", pa.repeat(pa.scalar(path), keys.num_rows)))
+        if not parts:
+            return _KEYS.empty_table().append_column("file", pa.array([], pa.string()))
+        return pa.concat_tables(parts)
 
+    def keep_needed(self, run_id: str, written: pa.Table, needed: pa.Table) -> pa.Table:
+        """Delete the run's files holding a row the plan no longer needs, or a repeat.
 
-def read_needed(out_dir: Path, needed: pa.Table) -> tuple[pa.Table | None, pa.Table | None]:
-    """The annotated and rejected rows of ``out_dir`` that the plan needs, each id once.
+        A file is kept whole or deleted whole (its rows are then annotated again), so
+        that the files left can be committed as they are: a document whose text
+        changed since the crashed attempt, or one that two overlapping attempts both
+        wrote, must not reach the table twice. Returns the rows of the files kept.
+        """
+        if not written.num_rows:
+            return written
+        unneeded = pc.invert(pc.is_in(pair_keys(written), value_set=pair_keys(needed)))
+        index = pa.table({C.DOC_ID: written[C.DOC_ID], "i": pa.array(range(written.num_rows))})
+        first = index.group_by(C.DOC_ID, use_threads=False).aggregate([("i", "min")])["i_min"]
+        repeat = pc.invert(pc.is_in(index["i"], value_set=first.combine_chunks()))
+        bad = pc.unique(written["file"].filter(pc.or_(unneeded, repeat)))
+        for path in bad.to_pylist():
+            self.fs.delete_file(path)
+        return written.filter(pc.invert(pc.is_in(written["file"], value_set=bad)))
 
-    ``needed`` has ``doc_id, content_hash``. Rows an earlier attempt wrote for text
-    that has changed since, or twice, are left out. Filtering is vectorised: ids and
-    hashes are compared as Arrow arrays.
-    """
-    keys = pair_keys(needed)
-    out: dict[bool, list[pa.Table]] = {False: [], True: []}
-    for path in written_files(out_dir):
-        table = pq.read_table(path)
-        table = table.filter(pc.is_in(pair_keys(table), value_set=keys))
-        out[path.parent.name == REJECTED_DIR].append(table)
-    tables = [
-        pa.concat_tables(parts, promote_options="default") if parts else None
-        for parts in (out[False], out[True])
-    ]
-    # Each id once, at its first row, annotated rows before rejected ones.
-    present = [t for t in tables if t is not None]
-    if not present:
-        return None, None
-    ids = pa.chunked_array([c for t in present for c in t[C.DOC_ID].chunks], pa.string())
-    index = pa.table({C.DOC_ID: ids, "i": np.arange(len(ids))})
-    first = index.group_by(C.DOC_ID, use_threads=False).aggregate([("i", "min")])["i_min"]
-    first = first.combine_chunks()
-    result, offset = [], 0
-    for table in tables:
-        if table is None:
-            result.append(None)
-            continue
-        rows = np.arange(offset, offset + table.num_rows)
-        offset += table.num_rows
-        result.append(table.filter(pc.is_in(pa.array(rows), value_set=first)))
-    return result[0], result[1]
+    def finish(self, run_id: str) -> None:
+        """After the commit: delete the run's folder."""
+        self._delete(self.uri(run_id))
+
+    def _delete(self, path: str) -> None:
+        if self.fs.get_file_info(path).type == pafs.FileType.Directory:
+            self.fs.delete_dir(path)
 
 
 def pair_keys(table: pa.Table) -> pa.Array:
@@ -163,50 +176,3 @@ def pair_keys(table: pa.Table) -> pa.Array:
         return pa.array([], pa.string())
     keys = pc.binary_join_element_wise(table[C.DOC_ID], table[CONTENT_HASH], "\x1f")
     return keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-
-
-def finish(staging: Path, run_id: str) -> None:
-    """After the commit: delete the run's folder."""
-    shutil.rmtree(staging / run_id, ignore_errors=True)
-
-
-class StoreLock:
-    """Exclusive lock for one run: ``flock`` on ``<staging>/.lock``.
-
-    The kernel drops an flock when its process dies, however it dies, so a crashed
-    run never leaves a stale lock behind; the file only records who holds it, for
-    the error message. It keeps runs that share a staging area apart; runs on other
-    machines writing one S3 table are kept apart by Delta's commit conflict check.
-    """
-
-    def __init__(self, staging: str | os.PathLike):
-        self.path = Path(staging) / LOCK_FILE
-        self._handle = None
-
-    def __enter__(self) -> StoreLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise StoreLockedError(
-                f"store {self.path.parent} is locked by another run ({holder})"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        holder = {"pid": os.getpid(), "host": socket.gethostname()}
-        holder["since"] = datetime.now(UTC).isoformat(timespec="seconds")
-        handle.write(json.dumps(holder))
-        handle.flush()
-        self._handle = handle
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._handle is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None

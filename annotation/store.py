@@ -12,31 +12,32 @@ travel, ``vacuum`` expires them with an explicit retention, and DuckDB
 A row holds the annotation columns, the document's ``content_hash``, the
 ``model_fingerprint`` and ``settings_fingerprint`` it was annotated with, and the
 ``run_id`` that annotated it. Documents that could not be annotated are rows with
-status ``rejected`` and a ``reason``. A run changes the table with one
-:func:`commit`: the rows of the documents it annotated replace their older rows,
-and the rows of documents gone from the corpus are deleted, in one transaction
-(``write_deltalake(mode="overwrite", predicate=doc_id IN (...))``). delta-rs writes
-no deletion vectors, so the commit rewrites the data files that hold a replaced
-or deleted row, and only those: files are sorted by ``doc_id`` and capped in size
-(``target_file_mb``), so new documents and clustered edits touch few files
-(measured in BENCHMARKS.md, "Store update"). When every row changes (another
-model), the table is overwritten whole.
+status ``rejected`` and a ``reason``. A run changes the table with one commit
+(:mod:`annotation.commit`): the workers' files become the table when every row
+changes (the first run, another model); otherwise one merge on ``doc_id``
+replaces the rows the run annotated and deletes those gone from the corpus.
+delta-rs writes no deletion vectors, so a merge rewrites the data files that hold
+a replaced or deleted row, and only those: files hold ``doc_id`` ranges (each
+written file is sorted by it) and are capped in size, so new documents and
+clustered edits touch few files (measured in BENCHMARKS.md, "Store update").
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+import pyarrow.fs as pafs
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
 from annotation.config import CONTENT_HASH
 from ner import columns as C
 from ner.config import ConfigError
+from ner.corpus import resolve_filesystem
 
 SETTINGS_FINGERPRINT = "settings_fingerprint"
 # Columns the plan reads from the table (column projection: never the annotations).
@@ -56,10 +57,6 @@ class StoreFormatError(ConfigError):
     """The store directory holds something other than this version's Delta table."""
 
 
-class ConcurrentCommitError(RuntimeError):
-    """Another writer committed to the table after this run read it; nothing was committed."""
-
-
 def is_uri(store: str) -> bool:
     return "://" in store
 
@@ -67,6 +64,30 @@ def is_uri(store: str) -> bool:
 def table_uri(store: str) -> str:
     """The table's location for delta-rs: a URI as given, a local path made absolute."""
     return store if is_uri(store) else str(Path(store).expanduser().resolve())
+
+
+def filesystem(store: str, storage_options: dict | None = None) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem of a store (or of its staging area) and the path in it.
+
+    For ``s3://`` the delta-rs ``storage_options`` (endpoint, keys, region) build it,
+    so that the table, its staging area and the workers' writes all reach one place;
+    without them pyarrow reads the usual ``AWS_*`` variables. Other URIs and local
+    paths resolve as the annotation job's outputs do.
+    """
+    options = {k.upper(): v for k, v in (storage_options or {}).items()}
+    if store.startswith(("s3://", "s3a://")) and options:
+        endpoint = options.get("AWS_ENDPOINT_URL", "")
+        fs = pafs.S3FileSystem(
+            access_key=options.get("AWS_ACCESS_KEY_ID"),
+            secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=options.get("AWS_SESSION_TOKEN"),
+            region=options.get("AWS_REGION") or options.get("AWS_DEFAULT_REGION"),
+            endpoint_override=endpoint.split("://", 1)[-1] or None,
+            scheme="http" if endpoint.startswith("http://") else "https",
+        )
+        return fs, store.split("://", 1)[1].rstrip("/")
+    fs, path = resolve_filesystem(table_uri(store))
+    return fs, path.rstrip("/")
 
 
 def refuse_old_format(store: str) -> None:
@@ -179,69 +200,6 @@ def table_rows(
     schema = pa.schema(ordered)
     table = pa.concat_tables([conform(part, schema) for part in parts])
     return table.sort_by(C.DOC_ID)
-
-
-def _sql_list(ids: Iterable[str]) -> str:
-    return ", ".join("'" + doc_id.replace("'", "''") + "'" for doc_id in ids)
-
-
-def commit(
-    store: str,
-    base: DeltaTable | None,
-    rows: pa.Table,
-    deleted: Sequence[str],
-    *,
-    replace_all: bool,
-    metadata: dict,
-    storage_options: dict | None = None,
-    target_file_mb: int = 32,
-) -> int:
-    """Apply one run to the table in one transaction; returns the new version.
-
-    ``rows`` replace the rows with their ids (or are added), ``deleted`` ids go.
-    ``base`` is the version the run planned against: if another writer committed
-    since, the commit is refused (the run must be redone), raised as
-    :class:`ConcurrentCommitError`. A version check refuses it before writing;
-    between that check and the commit, delta-rs's own conflict check refuses a
-    commit whose files another writer changed (and S3 needs
-    ``aws_conditional_put: etag``, or a DynamoDB lock, for two writers of one
-    version not to overwrite each other's commit file). With ``replace_all`` (or no table yet)
-    the table is overwritten whole by ``rows``.
-    """
-    properties = CommitProperties(
-        custom_metadata={key: str(value) for key, value in metadata.items()}
-    )
-    options = dict(
-        storage_options=storage_options,
-        commit_properties=properties,
-        target_file_size=target_file_mb << 20,
-    )
-    try:
-        if base is None:
-            # mode="error": two first runs racing to create the table cannot both win.
-            write_deltalake(table_uri(store), rows, mode="error", **options)
-        elif _latest_version(store, storage_options) != base.version():
-            raise CommitFailedError(f"the table is past version {base.version()}")
-        elif replace_all:
-            write_deltalake(base, rows, mode="overwrite", schema_mode="overwrite", **options)
-        else:
-            ids = [*rows.column(C.DOC_ID).to_pylist(), *deleted]
-            if not ids:
-                return base.version()
-            predicate = f"{C.DOC_ID} IN ({_sql_list(ids)})"
-            rows = conform(rows, pa.schema(base.schema().to_arrow()))
-            write_deltalake(base, rows, mode="overwrite", predicate=predicate, **options)
-    except CommitFailedError as err:
-        raise ConcurrentCommitError(
-            f"another run committed to {store} while this one ran; nothing committed: {err}"
-        ) from err
-    except FileExistsError as err:
-        raise ConcurrentCommitError(f"another run created {store} first: {err}") from err
-    return _latest_version(store, storage_options)
-
-
-def _latest_version(store: str, storage_options: dict | None) -> int:
-    return DeltaTable(table_uri(store), storage_options=storage_options).version()
 
 
 def expire(store: str, keep_versions: int, storage_options: dict | None = None) -> list[str]:

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from annotation import store
+from annotation.commit import commit
 from annotation.config import CONTENT_HASH, ROW_SETTINGS, ReprocessConfig
 from annotation.hashing import content_hash, settings_fingerprint
 from annotation.pubmed import FILE_SCHEMA
@@ -112,7 +113,7 @@ def build(root: Path, documents: int, changes: int, spread: str) -> tuple[Path, 
             }
         )
         parts.append(store.table_rows(rows, None, str(model), fingerprint))
-    store.commit(str(store_dir), None, pa.concat_tables(parts), [], replace_all=False, metadata={})
+    commit(str(store_dir), None, pa.concat_tables(parts), metadata={})
     # The update: U/2 revisions (of recent citations, or scattered), U/2 new ones.
     if spread == "recent":
         revised = pmids[-(changes // 2) :]
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             entries = store.open_table(str(store_dir)).history()
             metrics = next(e for e in entries if e.get(store.RUN_KEY))["operationMetrics"]
             results["apply"]["files_rewritten"] = (
-                f"{metrics.get('num_removed_files', 0)} of {files}"
+                f"{metrics.get('num_target_files_removed', 0)} of {files}"
             )
             print(f"apply: {results['apply']}", flush=True)
         print(json.dumps(results))

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 
 from annotation import store
+from annotation.commit import commit
 from annotation.config import CONTENT_HASH
 from ner import columns as C
 
@@ -74,15 +75,7 @@ def synthetic_rows(ids: np.ndarray, tag: str) -> pa.Table:
 def _timed_commit(path: Path, rows: pa.Table, target_file_mb: int) -> tuple[float, dict]:
     base = DeltaTable(str(path))
     started = time.perf_counter()
-    store.commit(
-        str(path),
-        base,
-        rows,
-        [],
-        replace_all=False,
-        metadata={store.RUN_KEY: "bench"},
-        target_file_mb=target_file_mb,
-    )
+    commit(str(path), base, rows, metadata={store.RUN_KEY: "bench"}, target_file_mb=target_file_mb)
     seconds = time.perf_counter() - started
     return seconds, DeltaTable(str(path)).history(1)[0]["operationMetrics"]
 
@@ -121,7 +114,7 @@ def main() -> None:
             seconds, metrics = _timed_commit(copy, synthetic_rows(ids, "r2"), args.target_file_mb)
             print(
                 f"{name:>10}: {seconds:7.2f} s  ratio {seconds / rewrite:.3f}; files rewritten "
-                f"{metrics.get('num_removed_files', 0)} of {files}, added {metrics.get('num_added_files', 0)}"
+                f"{metrics.get('num_target_files_removed', 0)} of {files}, added {metrics.get('num_target_files_added', 0)}"
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)

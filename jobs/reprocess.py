@@ -11,22 +11,21 @@ plan first; ``plan_only=true`` stops there (no Ray, no model, no commit).
 A run that crashes commits nothing, so readers keep seeing the previous version.
 Rerun with the same run_id (or with none: the newest crashed run is resumed) and
 the documents it already wrote are skipped. With nothing to do, no model is loaded
-and Ray is not started. One run at a time per staging area (flock); a run whose
-table changed under it (another writer committed first) commits nothing.
+and Ray is not started. Of two runs that overlap, the one whose table changed
+under it (the other committed first) commits nothing and exits 3.
 
 Exit codes: 0 committed (or nothing to commit, or plan only); 1 a check failed
 (nothing committed); 2 bad input or config (an old snapshot store included);
-3 another run holds the store or committed first.
+3 another run committed first.
 """
 
 from __future__ import annotations
 
 import sys
 
+from annotation.commit import ConcurrentCommitError
 from annotation.config import ReprocessConfig
 from annotation.reprocess import ReprocessError, run_reprocess
-from annotation.staging import StoreLockedError
-from annotation.store import ConcurrentCommitError
 from ner.config import ConfigError, parse_job_args
 from ner.corpus import InputError
 
@@ -35,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_job_args(ReprocessConfig, argv, "python -m jobs.reprocess", __doc__)
         summary = run_reprocess(config)
-    except (StoreLockedError, ConcurrentCommitError) as err:
+    except ConcurrentCommitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
     except ReprocessError as err:

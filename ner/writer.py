@@ -96,8 +96,14 @@ class ParquetShardWriter:
         include_text: bool = False,
         compression: str = "zstd",
         rejected_columns: Sequence[str] = (),
+        filesystem: pafs.FileSystem | None = None,
     ):
-        self.fs, self.root = resolve_filesystem(output)
+        # An explicit filesystem (built from a store's storage options) travels to
+        # the workers with the writer; else the output URI resolves on each worker.
+        if filesystem is not None:
+            self.fs, self.root = filesystem, output.rstrip("/")
+        else:
+            self.fs, self.root = resolve_filesystem(output)
         self.model_name = model_name
         self.model_fingerprint = model_fingerprint
         self.run_id = run_id

@@ -144,7 +144,7 @@ def test_random_corpora_plan_as_the_row_by_row_reference(tmp_path, seed):
     assert (summary.new, summary.changed, summary.model_changed, summary.carried) == (
         counts["new"], counts["changed"], counts["stale"], counts["carried"],
     )  # fmt: skip
-    assert summary.deleted == len(deleted) and plan.deleted == deleted
+    assert summary.deleted == len(deleted) and plan.deleted.to_pylist() == deleted
     assert (
         dict(zip(*(plan.needed[c].to_pylist() for c in (C.DOC_ID, CONTENT_HASH)), strict=True))
         == needed

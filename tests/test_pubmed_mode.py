@@ -162,7 +162,7 @@ def _fake_store(store: Path, texts: dict[str, tuple[str, str]], fingerprint: str
         }
     )
     rows = table_rows(annotated, None, "tiny", fingerprint)
-    reprocess.store.commit(str(store), None, rows, [], replace_all=False, metadata={})
+    reprocess.commit(str(store), None, rows, metadata={})
 
 
 def test_plan_only_prints_the_update_in_pubmeds_words(converted, tiny_model_dir, tmp_path, capsys):

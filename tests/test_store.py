@@ -4,10 +4,12 @@ import json
 import re
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
+from annotation import commit as K
 from annotation import staging as S
 from annotation import store
 from annotation.config import CONTENT_HASH
@@ -41,9 +43,7 @@ def _ids(path, version=None):
 def _commit(path, rows, deleted=(), run_id="r1", replace_all=False):
     base = store.open_table(str(path))
     meta = {store.RUN_KEY: run_id, store.COUNTS_KEY: "{}"}
-    return store.commit(
-        str(path), base, rows, list(deleted), replace_all=replace_all, metadata=meta
-    )
+    return K.commit(str(path), base, rows, list(deleted), replace_all=replace_all, metadata=meta)
 
 
 def test_a_run_replaces_adds_and_deletes_in_one_version_and_old_versions_stay_readable(tmp_path):
@@ -87,11 +87,9 @@ def test_a_commit_based_on_a_stale_version_fails_and_leaves_the_table_whole(tmp_
     _commit(tmp_path, _rows(["1", "2"]))
     first, second = store.open_table(str(tmp_path)), store.open_table(str(tmp_path))
     meta = {store.RUN_KEY: "a"}
-    store.commit(str(tmp_path), first, _rows(["1"], text="a"), [], replace_all=False, metadata=meta)
-    with pytest.raises(store.ConcurrentCommitError, match="nothing committed"):
-        store.commit(
-            str(tmp_path), second, _rows(["2"], text="b"), [], replace_all=False, metadata=meta
-        )
+    K.commit(str(tmp_path), first, _rows(["1"], text="a"), [], metadata=meta)
+    with pytest.raises(K.ConcurrentCommitError, match="nothing committed"):
+        K.commit(str(tmp_path), second, _rows(["2"], text="b"), [], metadata=meta)
     table = store.read_store(str(tmp_path))
     assert sorted(table.column(CONTENT_HASH).to_pylist()) == ["a1", "h2"]
     assert DeltaTable(str(tmp_path)).version() == 1
@@ -116,41 +114,38 @@ def test_an_old_snapshot_store_is_refused_with_how_to_migrate(tmp_path):
 
 
 def test_run_ids_resume_the_newest_crashed_run_and_refuse_committed_ones(tmp_path):
+    staging = S.Staging(pafs.LocalFileSystem(), str(tmp_path))
     with pytest.raises(ConfigError, match="already committed"):
-        S.choose_run_id(tmp_path, "r1", {"r1": 0})
-    assert S.choose_run_id(tmp_path, "r5", {}) == ("r5", False)
-    fresh, resuming = S.choose_run_id(tmp_path, "", {})
+        staging.choose_run_id("r1", {"r1": 0})
+    assert staging.choose_run_id("r5", {}) == ("r5", False)
+    fresh, resuming = staging.choose_run_id("", {})
     assert not resuming and re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", fresh)
-    first = S.open_run(tmp_path, "r2", "fp1", "s1")
-    assert S.choose_run_id(tmp_path, "", {}) == ("r2", True)
-    again = S.open_run(tmp_path, "r2", "fp1", "s1")
-    assert (first.name, again.name) == ("a001", "a002")
+    first = staging.open_run("r2", "fp1", "s1")
+    assert staging.choose_run_id("", {}) == ("r2", True)
+    again = staging.open_run("r2", "fp1", "s1")
+    # each attempt stages its input in a folder of its own
+    assert re.fullmatch(r".*/r2/in-001-[0-9a-f]{8}", first) and "/r2/in-002-" in again
     pq.write_table(_rows(["1"]), tmp_path / "r2" / S.OUT / "x.parquet")
-    S.open_run(tmp_path, "r2", "fp2", "s1")  # another model: the crashed output is dropped
-    assert S.written_files(tmp_path / "r2" / S.OUT) == []
+    assert staging.written("r2") == [f"{tmp_path}/r2/{S.OUT}/x.parquet"]
+    staging.open_run("r2", "fp2", "s1")  # another model: the crashed output is dropped
+    assert staging.written("r2") == []
     state = json.loads((tmp_path / "r2" / S.RUN_STATE).read_text())
     assert state["model_fingerprint"] == "fp2" and state["attempts"] == 1
     # A run that crashed after its commit is not resumed; its folder goes.
-    S.open_run(tmp_path, "r3", "fp1", "s1")
-    assert S.choose_run_id(tmp_path, "", {"r2": 0, "r3": 1})[1] is False
+    staging.open_run("r3", "fp1", "s1")
+    assert staging.choose_run_id("", {"r2": 0, "r3": 1})[1] is False
     assert not (tmp_path / "r3").exists()
 
 
-def test_read_needed_keeps_each_needed_document_once_at_its_current_text(tmp_path):
-    out = tmp_path / "out"
-    (out / "_rejected").mkdir(parents=True)
-    pq.write_table(_rows(["1", "2", "3"]), out / "a.parquet")
-    pq.write_table(_rows(["1"]), out / "b.parquet")  # written twice
-    rejected = pa.table({C.DOC_ID: ["4"], C.REASON: ["long"], CONTENT_HASH: ["h4"]})
-    pq.write_table(rejected, out / "_rejected" / "c.parquet")
-    needed = pa.table({C.DOC_ID: ["1", "2", "4"], CONTENT_HASH: ["h1", "old", "h4"]})
-    annotated, rejected = S.read_needed(out, needed)
-    assert annotated.column(C.DOC_ID).to_pylist() == ["1"]  # 2's text changed, 3 not needed
-    assert rejected.column(C.DOC_ID).to_pylist() == ["4"]
-
-
-def test_a_second_run_on_a_locked_store_is_refused(tmp_path):
-    with S.StoreLock(tmp_path), pytest.raises(S.StoreLockedError, match="locked by another run"):
-        S.StoreLock(tmp_path).__enter__()
-    with S.StoreLock(tmp_path):  # released on exit; a crash releases it too (flock)
-        pass
+def test_files_with_an_unneeded_or_repeated_document_are_dropped_whole(tmp_path):
+    staging = S.Staging(pafs.LocalFileSystem(), str(tmp_path))
+    staging.open_run("r", "fp1", "s1")
+    out = tmp_path / "r" / S.OUT
+    pq.write_table(_rows(["1", "3"]), out / "a.parquet")
+    pq.write_table(_rows(["1"]), out / "b.parquet")  # 1 again: overlapping attempts
+    pq.write_table(_rows(["2", "5"]), out / "c.parquet")  # 2's text changed since
+    pq.write_table(_rows(["4"]), out / "d.parquet")
+    needed = pa.table({C.DOC_ID: ["1", "2", "3", "4"], CONTENT_HASH: ["h1", "new", "h3", "h4"]})
+    kept = staging.keep_needed("r", staging.already_written("r"), needed)
+    assert sorted(kept[C.DOC_ID].to_pylist()) == ["1", "3", "4"]
+    assert sorted(p.rsplit("/", 1)[1] for p in staging.written("r")) == ["a.parquet", "d.parquet"]

@@ -17,6 +17,7 @@ import time
 import pyarrow as pa
 import pytest
 
+from annotation import commit as K
 from annotation import store
 from tests.test_store import _rows
 
@@ -70,9 +71,7 @@ def s3_options():
 def _commit(uri, options, rows, deleted=(), run_id="r1"):
     base = store.open_table(uri, options)
     meta = {store.RUN_KEY: run_id}
-    return store.commit(
-        uri, base, rows, list(deleted), replace_all=False, metadata=meta, storage_options=options
-    )
+    return K.commit(uri, base, rows, list(deleted), metadata=meta, storage_options=options)
 
 
 def test_s3_round_trip_write_update_time_travel_read(s3_options):
@@ -95,16 +94,11 @@ def test_s3_round_trip_write_update_time_travel_read(s3_options):
     # A writer that planned against version 1 loses to one that committed first.
     stale = store.open_table(uri, s3_options)
     _commit(uri, s3_options, _rows(["5"], run_id="r3"), run_id="r3")
-    with pytest.raises(store.ConcurrentCommitError):
-        store.commit(
-            uri,
-            stale,
-            _rows(["6"], run_id="r4"),
-            [],
-            replace_all=False,
-            metadata={store.RUN_KEY: "r4"},
-            storage_options=s3_options,
-        )
+    with pytest.raises(K.ConcurrentCommitError):
+        K.commit(
+            uri, stale, _rows(["6"], run_id="r4"), [],
+            metadata={store.RUN_KEY: "r4"}, storage_options=s3_options,
+        )  # fmt: skip
     ids = store.read_store(uri, storage_options=s3_options).column("doc_id").to_pylist()
     assert sorted(ids) == ["1", "2", "4", "5"]
 
