@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from annotation import planning as P
 from annotation import staging as S
@@ -29,12 +30,12 @@ from annotation import store
 from annotation.commit import ConcurrentCommitError, commit, commit_files
 from annotation.config import CONTENT_HASH, ROW_SETTINGS, ReprocessConfig
 from annotation.hashing import settings_fingerprint
-from annotation.run import RunSummary, prepare_run, run_annotate
+from annotation.run import PreparedRun, RunSummary, prepare_run, run_annotate
 from annotation.store_writer import StoreShardWriter
 from ner import columns as C
 from ner.config import ConfigError
 from ner.failpoints import failpoint
-from ner.pubmed_updates import load_current
+from ner.pubmed_updates import CurrentState, load_current
 
 COUNTS = (
     "documents",
@@ -147,9 +148,7 @@ def run_reprocess(
     fingerprint = prepared.fingerprint
     settings = {name: getattr(config, name) for name in ROW_SETTINGS}
     settings_fp = settings_fingerprint(settings)
-    options = config.storage_options or None
-
-    table = store.open_table(config.store, options)
+    table = store.open_table(config.store, config_options(config))
     previous = P.load_previous(store.read_state(table), fingerprint, settings_fp)
     run_id, resuming = "", False
     if not config.plan_only:
@@ -164,45 +163,75 @@ def run_reprocess(
         return summary
 
     todo_dir = staging.open_run(run_id, fingerprint, settings_fp)
-    done = staging.keep_needed(run_id, staging.already_written(run_id), plan.needed)
-    P.stage(config, prepared.filesystem, prepared.files, plan, done, todo_dir, current, staging.fs)
-    summary.annotated, summary.resumed = plan.todo_rows, plan.resumed
-    _print_plan(config, summary, len(prepared.files), "resuming" if resuming else "run")
-    failpoint("reprocess.before_annotate")
-    if plan.todo_rows:
-        _annotate(config, staging, run_id, todo_dir, fingerprint, settings_fp, summary, after_file)
-    files = staging.written(run_id)
-    summary.rows, summary.rejected_rows = _check_files(staging, files, plan.needed)
-    failpoint("reprocess.before_commit")  # every row staged, nothing committed
-    metadata = {
-        store.RUN_KEY: run_id,
-        store.COUNTS_KEY: json.dumps({name: getattr(summary, name) for name in COUNTS}),
-        "model_name": config.model,
-        "model_fingerprint": fingerprint,
-        "settings": json.dumps(settings, sort_keys=True, default=str),
-    }
-    if not files and not len(plan.deleted):
-        summary.version = summary.previous_version
-    elif files and (table is None or not plan.carried):
-        # Every row is new: the workers' files become the table (no rows through the driver).
-        summary.version = commit_files(
-            config.store, table, staging.fs, files, run_id,
-            metadata=metadata, storage_options=options,
-        )  # fmt: skip
-    else:
-        summary.version = commit(
-            config.store, table, _stream(staging, files), plan.deleted,
-            metadata=metadata, storage_options=options, target_file_mb=config.target_file_mb,
-        )  # fmt: skip
-    if summary.version != summary.previous_version:
-        summary.expired_files = len(store.expire(config.store, config.keep_versions, options))
-    staging.finish(run_id)
+    run = _Run(config, staging, run_id, resuming, prepared, plan, table, settings, current)
+    with S.Heartbeat(staging, run_id):
+        _stage_annotate_commit(run, todo_dir, summary, after_file)
     summary.wall_s = time.perf_counter() - started
     return summary
 
 
-def _annotate(config, staging, run_id, todo_dir, fingerprint, settings_fp, summary, after_file):
+@dataclass
+class _Run:
+    """What a run decided before its work starts."""
+
+    config: ReprocessConfig
+    staging: S.Staging
+    run_id: str
+    resuming: bool
+    prepared: PreparedRun
+    plan: P.Plan
+    table: DeltaTable | None  # the version planned against
+    settings: dict
+    current: CurrentState | None
+
+
+def _stage_annotate_commit(run: _Run, todo_dir: str, summary: ReprocessSummary, after_file):
+    config, staging, plan, options = run.config, run.staging, run.plan, config_options(run.config)
+    done = staging.keep_needed(run.run_id, staging.already_written(run.run_id), plan.needed)
+    P.stage(
+        config, run.prepared.filesystem, run.prepared.files, plan, done, todo_dir, run.current,
+        staging.fs,
+    )  # fmt: skip
+    summary.annotated, summary.resumed = plan.todo_rows, plan.resumed
+    _print_plan(config, summary, len(run.prepared.files), "resuming" if run.resuming else "run")
+    failpoint("reprocess.before_annotate")
+    if plan.todo_rows:
+        _annotate(run, todo_dir, summary, after_file)
+    files = staging.written(run.run_id)
+    summary.rows, summary.rejected_rows = _check_files(staging, files, plan.needed)
+    failpoint("reprocess.before_commit")  # every row staged, nothing committed
+    metadata = {
+        store.RUN_KEY: run.run_id,
+        store.COUNTS_KEY: json.dumps({name: getattr(summary, name) for name in COUNTS}),
+        "model_name": config.model,
+        "model_fingerprint": run.prepared.fingerprint,
+        "settings": json.dumps(run.settings, sort_keys=True, default=str),
+    }
+    if not files and not len(plan.deleted):
+        summary.version = summary.previous_version
+    elif files and (run.table is None or not plan.carried):
+        # Every row is new: the workers' files become the table (no rows through the driver).
+        summary.version = commit_files(
+            config.store, run.table, staging.fs, files, run.run_id,
+            metadata=metadata, storage_options=options,
+        )  # fmt: skip
+    else:
+        summary.version = commit(
+            config.store, run.table, _stream(staging, files), plan.deleted,
+            metadata=metadata, storage_options=options, target_file_mb=config.target_file_mb,
+        )  # fmt: skip
+    if summary.version != summary.previous_version:
+        summary.expired_files = len(store.expire(config.store, config.keep_versions, options))
+    staging.finish(run.run_id)
+
+
+def config_options(config: ReprocessConfig) -> dict | None:
+    return config.storage_options or None
+
+
+def _annotate(run: _Run, todo_dir: str, summary: ReprocessSummary, after_file) -> None:
     """Run the annotation pipeline over the to-do input; its workers write the run's files."""
+    config, staging, run_id = run.config, run.staging, run.run_id
     on_stats = None
     if after_file is not None:
 
@@ -213,9 +242,9 @@ def _annotate(config, staging, run_id, todo_dir, fingerprint, settings_fp, summa
     annotate_config = config.annotate_config([todo_dir], out_dir, run_id)
     writer = StoreShardWriter(
         out_dir,
-        settings_fingerprint=settings_fp,
+        settings_fingerprint=settings_fingerprint(run.settings),
         model_name=config.model,
-        model_fingerprint=fingerprint,
+        model_fingerprint=run.prepared.fingerprint,
         run_id=run_id,
         passthrough=annotate_config.passthrough,
         include_text=config.include_text,

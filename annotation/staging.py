@@ -14,14 +14,20 @@ in the data path. Layout::
 Nothing here is visible to readers of the store: the run's files reach the table
 in one commit (:mod:`annotation.commit`), after which the run's folder is deleted.
 A run that crashes leaves its folder; the rerun reads what ``out/`` holds and
-annotates only the rest. There is no lock: attempts write to folders of their own,
-and of two runs that overlap, the one that commits second is refused by the
-table's conflict check and commits nothing.
+annotates only the rest. There is no lock (a lock on one node's disk means nothing
+to another): a run in progress refreshes a heartbeat in its ``run.json``, so that
+a run started beside it does not take it for a crashed run to resume but starts
+one of its own; of two runs that overlap, the one that commits second is refused
+by the table's conflict check and commits nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -38,6 +44,8 @@ from ner.writer import list_written
 
 RUN_STATE = "run.json"
 OUT = "out"
+HEARTBEAT_S = 20.0  # how often a run in progress says so
+LIVE_S = 3 * HEARTBEAT_S  # a run silent this long has crashed (or its node is gone)
 _KEYS = pa.schema([(C.DOC_ID, pa.string()), (CONTENT_HASH, pa.string())])
 
 
@@ -76,10 +84,12 @@ class Staging:
         A staging folder of a run that is committed (it crashed after its commit) is
         deleted here.
         """
-        crashed = []
+        crashed, live = [], set()
         for state in self._runs():
             if state["folder"] in committed:
                 self.finish(state["folder"])
+            elif _alive(state):
+                live.add(state["folder"])
             else:
                 crashed.append((state.get("updated_at", ""), state["folder"]))
         if requested:
@@ -87,6 +97,11 @@ class Staging:
                 raise ConfigError(
                     f"run {requested} is already committed (table version "
                     f"{committed[requested]}); pick a new run_id"
+                )
+            if requested in live:
+                raise RunInProgressError(
+                    f"run {requested} is in progress elsewhere (its heartbeat in "
+                    f"{self.uri(requested, RUN_STATE)} is younger than {LIVE_S:g} s)"
                 )
             return requested, any(folder == requested for _, folder in crashed)
         if crashed:
@@ -119,6 +134,8 @@ class Staging:
             settings_fingerprint=settings_fp,
             attempts=state.get("attempts", 0) + 1,
             updated_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+            heartbeat=time.time(),
+            owner={"host": socket.gethostname(), "pid": os.getpid()},
         )
         write_json_atomic(state_path, state, self.fs)
         self.fs.create_dir(self.out_dir(run_id), recursive=True)
@@ -168,6 +185,62 @@ class Staging:
     def _delete(self, path: str) -> None:
         if self.fs.get_file_info(path).type == pafs.FileType.Directory:
             self.fs.delete_dir(path)
+
+
+def _alive(state: dict) -> bool:
+    """Is the run of this state in progress? A fresh heartbeat, from a process not known dead.
+
+    On the machine that ran it, a dead process says so at once (a killed run is
+    resumed without waiting); from elsewhere, only the heartbeat's age can tell.
+    """
+    if time.time() - state.get("heartbeat", 0) >= LIVE_S:
+        return False
+    owner = state.get("owner") or {}
+    if owner.get("host") == socket.gethostname() and owner.get("pid"):
+        try:
+            os.kill(owner["pid"], 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
+
+
+class RunInProgressError(RuntimeError):
+    """The requested run is being run elsewhere right now."""
+
+
+class Heartbeat:
+    """While a run is in progress, rewrite its ``run.json`` heartbeat every ``HEARTBEAT_S``."""
+
+    def __init__(self, staging: Staging, run_id: str, interval_s: float = HEARTBEAT_S):
+        self.path = staging.uri(run_id, RUN_STATE)
+        self.fs, self.interval_s = staging.fs, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="run-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                with self.fs.open_input_stream(self.path) as stream:
+                    state = json.loads(stream.read())
+                write_json_atomic(self.path, state | {"heartbeat": time.time()}, self.fs)
+            except (OSError, json.JSONDecodeError):
+                continue  # the commit removed the folder, or a write failed: next beat
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        try:  # stopped (committed, or failed in this process): say so, for a rerun
+            with self.fs.open_input_stream(self.path) as stream:
+                state = json.loads(stream.read())
+            write_json_atomic(self.path, state | {"heartbeat": 0}, self.fs)
+        except (OSError, json.JSONDecodeError):
+            pass  # committed: the folder is gone
 
 
 def pair_keys(table: pa.Table) -> pa.Array:

@@ -16,7 +16,7 @@ under it (the other committed first) commits nothing and exits 3.
 
 Exit codes: 0 committed (or nothing to commit, or plan only); 1 a check failed
 (nothing committed); 2 bad input or config (an old snapshot store included);
-3 another run committed first.
+3 another run committed first, or the run_id asked for is in progress elsewhere.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import sys
 from annotation.commit import ConcurrentCommitError
 from annotation.config import ReprocessConfig
 from annotation.reprocess import ReprocessError, run_reprocess
+from annotation.staging import RunInProgressError
 from ner.config import ConfigError, parse_job_args
 from ner.corpus import InputError
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_job_args(ReprocessConfig, argv, "python -m jobs.reprocess", __doc__)
         summary = run_reprocess(config)
-    except ConcurrentCommitError as err:
+    except (ConcurrentCommitError, RunInProgressError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
     except ReprocessError as err:

@@ -13,7 +13,9 @@ costs one dictionary lookup.
 ``name:N:wait`` stops the process there instead: it writes a marker file
 ``<$NER_FAILPOINTS_DIR>/<name>.<pid>`` and waits (up to ``WAIT_LIMIT_S``) for the
 test to do something to it from outside, such as removing its node. The test polls
-for the marker, so the fault lands at that exact step, with no race.
+for the marker, so the fault lands at that exact step, with no race. Deleting the
+marker lets the process go on: a barrier, e.g. for two runs that must both have
+planned before either commits.
 
 The kill is a real SIGKILL: no ``finally`` block, atexit hook or Ray shutdown
 runs, exactly like an OOM kill or a lost node.
@@ -68,12 +70,13 @@ def failpoint(name: str) -> None:
 
 
 def _wait(name: str) -> None:
-    """Leave a marker, then wait to be killed from outside; go on after ``WAIT_LIMIT_S``."""
+    """Leave a marker, then wait to be killed; go on once it is deleted, or after ``WAIT_LIMIT_S``."""
     directory = os.environ.get(WAIT_DIR_ENV)
     if not directory:
         raise ValueError(f"{ENV}: the wait action needs {WAIT_DIR_ENV} set to a directory")
-    Path(directory, f"{name}.{os.getpid()}").touch()
+    marker = Path(directory, f"{name}.{os.getpid()}")
+    marker.touch()
     print(f"failpoint {name}: process {os.getpid()} waiting", file=sys.stderr, flush=True)
     deadline = time.monotonic() + WAIT_LIMIT_S
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and marker.exists():
         time.sleep(0.1)

@@ -262,3 +262,23 @@ def test_config_rejects_output_and_reserved_columns():
     with pytest.raises(ConfigError, match="run_id"):
         ReprocessConfig(input=["x"], run_id="../escape").check()
     ReprocessConfig(input=["x"], store="s3://bucket/table").check()  # staging: in the store
+
+
+@pytest.mark.integration
+def test_an_empty_corpus_deletes_every_row_and_keeps_the_table_usable(
+    base, tiny_model_dir, tmp_path, no_model
+):
+    store = _copy_store(base[0], tmp_path)
+    schema_before = DeltaTable(str(store)).schema().to_arrow()
+    (tmp_path / "empty").mkdir()
+    pq.write_table(SCHEMA.empty_table(), tmp_path / "empty" / "part-a.parquet")
+    empty = tmp_path / "empty"
+    summary = run_reprocess(_config(empty, store, tiny_model_dir, run_id="r2"))
+    assert (summary.deleted, summary.annotated, summary.version) == (30, 0, 1)
+    assert _read(store).num_rows == 0 and read_store(str(store), rejected=True).num_rows == 0
+    # The table keeps its columns (an overwrite with the doc_id column alone broke the next plan).
+    assert DeltaTable(str(store)).schema().to_arrow() == schema_before
+    plan = run_reprocess(
+        _config(_write_corpus(tmp_path / "c", BASE), store, tiny_model_dir, plan_only=True)
+    )
+    assert (plan.new, plan.annotated) == (30, 30)

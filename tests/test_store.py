@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -121,6 +122,11 @@ def test_run_ids_resume_the_newest_crashed_run_and_refuse_committed_ones(tmp_pat
     fresh, resuming = staging.choose_run_id("", {})
     assert not resuming and re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", fresh)
     first = staging.open_run("r2", "fp1", "s1")
+    # In progress (a fresh heartbeat): not taken for a crashed run, not run twice.
+    assert staging.choose_run_id("", {})[0] != "r2"
+    with pytest.raises(S.RunInProgressError, match="in progress elsewhere"):
+        staging.choose_run_id("r2", {})
+    _crash(tmp_path / "r2")
     assert staging.choose_run_id("", {}) == ("r2", True)
     again = staging.open_run("r2", "fp1", "s1")
     # each attempt stages its input in a folder of its own
@@ -133,8 +139,30 @@ def test_run_ids_resume_the_newest_crashed_run_and_refuse_committed_ones(tmp_pat
     assert state["model_fingerprint"] == "fp2" and state["attempts"] == 1
     # A run that crashed after its commit is not resumed; its folder goes.
     staging.open_run("r3", "fp1", "s1")
+    _crash(tmp_path / "r2")
     assert staging.choose_run_id("", {"r2": 0, "r3": 1})[1] is False
     assert not (tmp_path / "r3").exists()
+
+
+def _crash(folder):
+    """Age a run's heartbeat past LIVE_S, as a run whose driver died leaves it."""
+    state = json.loads((folder / S.RUN_STATE).read_text())
+    (folder / S.RUN_STATE).write_text(json.dumps(state | {"heartbeat": 0}))
+
+
+def test_a_run_in_progress_keeps_its_heartbeat_fresh(tmp_path):
+    staging = S.Staging(pafs.LocalFileSystem(), str(tmp_path))
+    staging.open_run("r", "fp1", "s1")
+    _crash(tmp_path / "r")
+    with S.Heartbeat(staging, "r", interval_s=0.05):
+        deadline = time.monotonic() + 10
+        while staging.choose_run_id("", {})[0] == "r" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert staging.choose_run_id("", {})[0] != "r"  # beating again: in progress
+        state = json.loads((tmp_path / "r" / S.RUN_STATE).read_text())
+        assert state["model_fingerprint"] == "fp1" and time.time() - state["heartbeat"] < S.LIVE_S
+    # Stopped in this process (it failed): resumable at once.
+    assert staging.choose_run_id("", {}) == ("r", True)
 
 
 def test_files_with_an_unneeded_or_repeated_document_are_dropped_whole(tmp_path):
