@@ -1,71 +1,32 @@
 """The store on S3: write, update, time travel and read against a local S3 server (moto).
 
-The test starts the server itself, on 127.0.0.1 and a free port, as a child
-process (``python -m moto.server``): in this process (``ThreadedMotoServer``) it
-deadlocks, because ``DeltaTable.history`` holds the GIL while it waits for the
+The server is :func:`tests.multinode.s3_server`'s: a child process on 127.0.0.1
+and a free port (``python -m moto.server``); in this process (``ThreadedMotoServer``)
+it deadlocks, because ``DeltaTable.history`` holds the GIL while it waits for the
 server's answer. delta-rs talks to it over plain HTTP with dummy credentials. Commits are made safe
 for concurrent writers with ``aws_conditional_put: etag``: the commit file is put
 with ``If-None-Match``, so of two writers of one version only the first succeeds
 (S3, R2, MinIO and moto all honour it), with no DynamoDB lock table.
 """
 
-import socket
-import subprocess
-import sys
-import time
-
 import pyarrow as pa
 import pytest
 
 from annotation import commit as K
 from annotation import store
+from tests import multinode
 from tests.test_store import _rows
 
 pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
 
-BUCKET = "craft-ner-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+BUCKET = multinode.BUCKET
 
 
 @pytest.fixture(scope="module")
 def s3_options():
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("the local S3 server (moto) did not start") from None
-            time.sleep(0.2)
-    endpoint = f"http://127.0.0.1:{port}"
-    credentials = dict(aws_access_key_id="testing", aws_secret_access_key="testing")
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials)
-    client.create_bucket(Bucket=BUCKET)
-    yield {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "aws_conditional_put": "etag",
-        "timeout": "30s",
-    }
-    server.terminate()
-    server.wait(timeout=10)
+    with multinode.s3_server() as s3:
+        yield s3.storage_options
 
 
 def _commit(uri, options, rows, deleted=(), run_id="r1"):
