@@ -12,14 +12,12 @@ resumed run knows what is done.
 
 from __future__ import annotations
 
-import json
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from annotation import store
 from ner import columns as C
-from ner.writer import STATS_SCHEMA, ParquetShardWriter, merge_stats, shard_name
+from ner.writer import ParquetShardWriter, merge_stats, shard_name, stats_row
 
 _EXTRA_NAMES = {f.name for f in store.EXTRA}
 
@@ -47,16 +45,8 @@ class StoreShardWriter(ParquetShardWriter):
                 self._part_stats(table.filter(rejected), True),
             ]
         )
-        path = self._write(rows, f"{self.root}/{name}.parquet", table, stats)
-        return pa.table(
-            {
-                "file": [path],
-                "rejected_file": [None],
-                **{k: [v] for k, v in stats.items() if k not in ("statuses", "entity_types")},
-                "statuses": [json.dumps(stats["statuses"], sort_keys=True)],
-                "entity_types": [json.dumps(stats["entity_types"], sort_keys=True)],
-            },
-            schema=STATS_SCHEMA,
+        return stats_row(
+            self._write(rows, f"{self.root}/{name}.parquet", table, stats), None, stats
         )
 
     def store_rows(self, table: pa.Table, rejected: pa.Array) -> pa.Table:

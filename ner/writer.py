@@ -141,17 +141,7 @@ class ParquetShardWriter:
                 rejected,
                 rejected_stats,
             )
-        stats = merge_stats([kept_stats, rejected_stats])
-        return pa.table(
-            {
-                "file": [written],
-                "rejected_file": [rejected_file],
-                **{k: [v] for k, v in stats.items() if k not in ("statuses", "entity_types")},
-                "statuses": [json.dumps(stats["statuses"], sort_keys=True)],
-                "entity_types": [json.dumps(stats["entity_types"], sort_keys=True)],
-            },
-            schema=STATS_SCHEMA,
-        )
+        return stats_row(written, rejected_file, merge_stats([kept_stats, rejected_stats]))
 
     @staticmethod
     def _part_stats(part: pa.Table, rejected: bool) -> dict:
@@ -243,6 +233,20 @@ class ParquetShardWriter:
             self.fs,
         )
         return path
+
+
+def stats_row(file: str | None, rejected_file: str | None, stats: dict) -> pa.Table:
+    """The one row a writer returns per batch (:data:`STATS_SCHEMA`)."""
+    return pa.table(
+        {
+            "file": [file],
+            "rejected_file": [rejected_file],
+            **{k: [v] for k, v in stats.items() if k not in ("statuses", "entity_types")},
+            "statuses": [json.dumps(stats["statuses"], sort_keys=True)],
+            "entity_types": [json.dumps(stats["entity_types"], sort_keys=True)],
+        },
+        schema=STATS_SCHEMA,
+    )
 
 
 def merge_stats(parts: Sequence[dict]) -> dict:
