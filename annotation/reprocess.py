@@ -4,12 +4,13 @@ Compares the corpus with the store's table (:mod:`annotation.store`; only the
 columns ``doc_id, content_hash, model_fingerprint, settings_fingerprint`` are read)
 and annotates only the documents that are new, whose text changed (content hash of
 the text columns), or whose rows came from another model or other annotation
-settings. The to-do documents are staged as Parquet and annotated by
-:func:`annotation.run.run_annotate` into the run's staging folder
-(:mod:`annotation.staging`), so a crashed run resumes where it stopped. The run's
-rows, and the deletion of documents gone from the corpus, then reach the table in
-one commit: one new table version per run. The other rows are untouched (same
-run_id and annotated_at).
+settings. The to-do documents are staged as Parquet in the run's staging area, on
+the store's filesystem (:mod:`annotation.staging`), and annotated by
+:func:`annotation.run.run_annotate`, whose workers write the table's rows there
+(:mod:`annotation.store_writer`), so a crashed run resumes where it stopped. The
+run's files, and the deletion of documents gone from the corpus, then reach the
+table in one commit (:mod:`annotation.commit`): one new table version per run. The
+other rows are untouched (same run_id and annotated_at).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ class ReprocessSummary:
 
 def open_staging(config: ReprocessConfig) -> S.Staging:
     """The run's staging area: ``staging`` if set, else ``<store>/_staging``, on the store's filesystem."""
-    options = config.storage_options or None
+    options = config_options(config)
     fs, root = store.filesystem(config.store, options)
     if not config.staging:
         return S.Staging(fs, f"{root}/_staging", f"{store.table_uri(config.store)}/_staging")
