@@ -29,7 +29,7 @@ from annotation import planning as P
 from annotation import staging as S
 from annotation import store
 from annotation.commit import ConcurrentCommitError, commit, commit_files
-from annotation.config import CONTENT_HASH, ROW_SETTINGS, ReprocessConfig
+from annotation.config import ROW_SETTINGS, ReprocessConfig
 from annotation.hashing import settings_fingerprint
 from annotation.run import PreparedRun, RunSummary, prepare_run, run_annotate
 from annotation.store_writer import StoreShardWriter
@@ -268,32 +268,31 @@ def _annotate(run: _Run, todo_dir: str, summary: ReprocessSummary, after_file) -
 def _check_files(staging: S.Staging, files: list[str], needed: pa.Table) -> tuple[int, int]:
     """Rows and rejected rows of the run's files, checked: every needed document exactly once.
 
-    Reads the files' ``doc_id, content_hash, status`` only (the run's size, not the
-    corpus'). Two attempts that overlapped can leave repeats: then nothing is
-    committed, and the rerun keeps one of them (:meth:`Staging.keep_needed`).
+    Reads the files' ids and statuses only, and keeps the ids alone (the run's size,
+    never the corpus'). The ids suffice: files whose text hashes the plan does not
+    need were dropped before the run (:meth:`Staging.keep_needed`), and the rest
+    were written from the plan's to-do input.
     """
-    parts = [
-        pq.read_table(path, columns=[C.DOC_ID, CONTENT_HASH, C.STATUS], filesystem=staging.fs)
-        for path in files
-    ]
-    rows = pa.concat_tables(parts) if parts else None
-    count = rows.num_rows if rows is not None else 0
-    keys = S.pair_keys(rows) if rows is not None else pa.array([], pa.string())
-    if count != pc.count_distinct(keys).as_py():
+    ids, rejected = [], 0
+    for path in files:
+        part = pq.read_table(path, columns=[C.DOC_ID, C.STATUS], filesystem=staging.fs)
+        rejected += pc.sum(pc.equal(part[C.STATUS], C.STATUS_REJECTED)).as_py() or 0
+        ids.extend(part[C.DOC_ID].chunks)
+    ids = pa.chunked_array(ids, pa.string())
+    if pc.count_distinct(ids).as_py() != len(ids):
         raise ConcurrentCommitError(
             "the run's files hold a document twice (another attempt of this run wrote at the "
             "same time); nothing committed: rerun to resume"
         )
-    missing = pc.invert(pc.is_in(S.pair_keys(needed), value_set=keys))
-    extra = pc.invert(pc.is_in(keys, value_set=S.pair_keys(needed)))
-    if pc.any(missing).as_py() or pc.any(extra).as_py():
+    missing = pc.invert(pc.is_in(needed[C.DOC_ID], value_set=ids))
+    if len(ids) != needed.num_rows or pc.any(missing).as_py():
         examples = needed[C.DOC_ID].filter(missing)[:3].to_pylist()
         raise ReprocessError(
             f"{pc.sum(missing).as_py() or 0:,} document(s) missing from the run's output "
-            f"(e.g. {examples}), {pc.sum(extra).as_py() or 0:,} not planned; nothing committed"
+            f"(e.g. {examples}); {len(ids):,} written for {needed.num_rows:,} planned; "
+            "nothing committed"
         )
-    rejected = pc.sum(pc.equal(rows[C.STATUS], C.STATUS_REJECTED)).as_py() if count else 0
-    return count, rejected or 0
+    return len(ids), rejected
 
 
 def _stream(staging: S.Staging, files: list[str]) -> pa.RecordBatchReader | pa.Table:

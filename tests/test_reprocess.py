@@ -282,3 +282,24 @@ def test_an_empty_corpus_deletes_every_row_and_keeps_the_table_usable(
         _config(_write_corpus(tmp_path / "c", BASE), store, tiny_model_dir, plan_only=True)
     )
     assert (plan.new, plan.annotated) == (30, 30)
+
+
+def test_the_commit_check_refuses_a_missing_or_repeated_document(tmp_path):
+    import pyarrow.fs as pafs
+
+    from annotation.commit import ConcurrentCommitError
+    from annotation.staging import Staging
+    from tests.test_store import _rows
+
+    staging = Staging(pafs.LocalFileSystem(), str(tmp_path))
+    pq.write_table(_rows(["1", "2"]), tmp_path / "a.parquet")
+    pq.write_table(_rows(["3"]), tmp_path / "b.parquet")
+    files = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    needed = pa.table({C.DOC_ID: ["1", "2", "3"], CONTENT_HASH: ["h1", "h2", "h3"]})
+    assert reprocess._check_files(staging, files, needed) == (3, 0)
+    with pytest.raises(reprocess.ReprocessError, match=r"1 document\(s\) missing .*'4'"):
+        more = pa.concat_tables([needed, pa.table({C.DOC_ID: ["4"], CONTENT_HASH: ["h4"]})])
+        reprocess._check_files(staging, files, more)
+    pq.write_table(_rows(["2"]), tmp_path / "c.parquet")  # two attempts wrote 2
+    with pytest.raises(ConcurrentCommitError, match="twice"):
+        reprocess._check_files(staging, [*files, str(tmp_path / "c.parquet")], needed)
