@@ -12,8 +12,9 @@
   the version the run planned against.
 - :func:`commit`: rows that replace and delete some of the table's rows, as one
   ``MERGE`` on ``doc_id`` (delta-rs): the rows arrive as a stream, deleted ids as
-  source rows flagged ``_delete``, so the driver holds a batch at a time and no
-  list of ids is built; the merge rewrites the data files that hold a matched row.
+  source rows flagged ``_delete``, so no list of ids is built in Python. The merge
+  itself runs in this process and rewrites every data file that holds a matched
+  row: for a scattered update, every file (BENCHMARKS.md, "Store at scale").
 
 Both refuse a commit when another writer committed after the run read the table
 (:class:`ConcurrentCommitError`): a version check before writing, then delta-rs's
