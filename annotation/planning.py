@@ -134,23 +134,6 @@ def _with_hashes(config: ReprocessConfig, batch: pa.RecordBatch) -> pa.RecordBat
     )
 
 
-def plan_run(
-    config: ReprocessConfig,
-    filesystem: pafs.FileSystem,
-    files: list[str],
-    previous: Previous,
-    done: pa.Table,
-    todo_dir: str | Path | None,
-    summary,
-    current: CurrentState | None = None,
-    staging_fs: pafs.FileSystem | None = None,
-) -> Plan:
-    """Classify every document (:func:`classify`), then stage the ones to annotate (:func:`stage`)."""
-    plan = classify(config, filesystem, files, previous, summary, current)
-    stage(config, filesystem, files, plan, done, todo_dir, current, staging_fs)
-    return plan
-
-
 def classify(
     config: ReprocessConfig,
     filesystem: pafs.FileSystem,

@@ -164,7 +164,9 @@ def run_reprocess(
         return summary
 
     todo_dir = staging.open_run(run_id, fingerprint, settings_fp)
-    run = _Run(config, staging, run_id, resuming, prepared, plan, table, settings, current)
+    run = _Run(
+        config, staging, run_id, resuming, prepared, plan, table, settings, settings_fp, current
+    )
     with S.Heartbeat(staging, run_id):
         _stage_annotate_commit(run, todo_dir, summary, after_file)
     summary.wall_s = time.perf_counter() - started
@@ -183,6 +185,7 @@ class _Run:
     plan: P.Plan
     table: DeltaTable | None  # the version planned against
     settings: dict
+    settings_fp: str
     current: CurrentState | None
 
 
@@ -243,7 +246,7 @@ def _annotate(run: _Run, todo_dir: str, summary: ReprocessSummary, after_file) -
     annotate_config = config.annotate_config([todo_dir], out_dir, run_id)
     writer = StoreShardWriter(
         out_dir,
-        settings_fingerprint=settings_fingerprint(run.settings),
+        settings_fingerprint=run.settings_fp,
         model_name=config.model,
         model_fingerprint=run.prepared.fingerprint,
         run_id=run_id,

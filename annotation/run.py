@@ -48,6 +48,13 @@ class PreparedRun:
         return sum(item.num_rows for item in self.inputs)
 
 
+def output_filesystem(
+    output: str, filesystem: pafs.FileSystem | None
+) -> tuple[pafs.FileSystem, str]:
+    """The output's filesystem and path: ``filesystem`` with ``output`` in it, or resolved."""
+    return (filesystem, output) if filesystem is not None else resolve_filesystem(output)
+
+
 def prepare_run(
     config: AnnotateConfig, output: str, filesystem: pafs.FileSystem | None = None
 ) -> PreparedRun:
@@ -59,20 +66,11 @@ def prepare_run(
     :class:`~ner.model.ModelNotFoundError` naming the file, column or model.
     """
     config.check()
-    given = filesystem
-    if filesystem is not None:
-        files = sorted(
-            entry.path
-            for folder in config.input
-            for entry in filesystem.get_file_info(pafs.FileSelector(folder))
-            if entry.path.endswith(".parquet")
-        )
-    else:
-        filesystem, files = expand_inputs(config.input)
+    out_fs, out_root = output_filesystem(output, filesystem)
+    filesystem, files = expand_inputs(config.input, filesystem)
     inputs = validate_inputs(
         filesystem, files, config.id_column, config.text_columns, config.passthrough
     )
-    out_fs, out_root = (given, output) if given else resolve_filesystem(output)
     for item in inputs:
         if out_fs.type_name == filesystem.type_name and item.path.startswith(
             out_root.rstrip("/") + "/"
@@ -184,9 +182,7 @@ def run_annotate(
     """
     started = time.perf_counter()
     prepared = prepare_run(config, config.output, filesystem)
-    out_fs, out_root = (
-        (filesystem, config.output) if filesystem else resolve_filesystem(config.output)
-    )
+    out_fs, out_root = output_filesystem(config.output, filesystem)
     run_id = config.run_id or new_run_id()
     summary = RunSummary(run_id=run_id, rows_in=prepared.rows)
     earlier = (

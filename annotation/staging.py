@@ -219,14 +219,17 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="run-heartbeat", daemon=True)
 
+    def _set(self, heartbeat: float) -> None:
+        try:
+            with self.fs.open_input_stream(self.path) as stream:
+                state = json.loads(stream.read())
+            write_json_atomic(self.path, state | {"heartbeat": heartbeat}, self.fs)
+        except (OSError, json.JSONDecodeError):
+            pass  # the commit removed the folder, or a write failed: the next beat retries
+
     def _beat(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                with self.fs.open_input_stream(self.path) as stream:
-                    state = json.loads(stream.read())
-                write_json_atomic(self.path, state | {"heartbeat": time.time()}, self.fs)
-            except (OSError, json.JSONDecodeError):
-                continue  # the commit removed the folder, or a write failed: next beat
+            self._set(time.time())
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -235,12 +238,7 @@ class Heartbeat:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        try:  # stopped (committed, or failed in this process): say so, for a rerun
-            with self.fs.open_input_stream(self.path) as stream:
-                state = json.loads(stream.read())
-            write_json_atomic(self.path, state | {"heartbeat": 0}, self.fs)
-        except (OSError, json.JSONDecodeError):
-            pass  # committed: the folder is gone
+        self._set(0)  # stopped (failed in this process): resumable at once
 
 
 def pair_keys(table: pa.Table) -> pa.Array:

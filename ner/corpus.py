@@ -58,20 +58,23 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def expand_inputs(paths: Sequence[str] | str) -> tuple[pafs.FileSystem, list[str]]:
+def expand_inputs(
+    paths: Sequence[str] | str, filesystem: pafs.FileSystem | None = None
+) -> tuple[pafs.FileSystem, list[str]]:
     """All Parquet files under the given files and directories, sorted, without repeats.
 
     Hidden and bookkeeping files (``.x``, ``_x``, such as ``_SUCCESS``) are skipped
-    in directories. All inputs must live on one filesystem.
+    in directories. All inputs must live on one filesystem: ``filesystem``, with
+    ``paths`` in it, when the URIs alone do not say how to reach it.
     """
     if isinstance(paths, str):
         paths = [paths]
     if not paths:
         raise InputError("no input given: set input to a Parquet file, directory or URI")
-    filesystem = None
+    given = filesystem
     files: list[str] = []
     for uri in paths:
-        fs, path = resolve_filesystem(uri)
+        fs, path = (given, uri) if given is not None else resolve_filesystem(uri)
         if filesystem is None:
             filesystem = fs
         elif fs.type_name != filesystem.type_name:

@@ -107,10 +107,9 @@ def _plan_paths(tmp_path, paths, state, done=(), config=None, stage=True):
     )
     todo_dir = tmp_path / "todo"
     todo_dir.mkdir(exist_ok=True)
-    plan = P.plan_run(
-        config or _config(), pafs.LocalFileSystem(), paths, previous, done_table,
-        todo_dir if stage else None, summary,
-    )  # fmt: skip
+    config = config or _config()
+    plan = P.classify(config, pafs.LocalFileSystem(), paths, previous, summary)
+    P.stage(config, pafs.LocalFileSystem(), paths, plan, done_table, todo_dir if stage else None)
     return plan, summary
 
 
@@ -217,9 +216,9 @@ def test_pubmed_state_reads_only_the_current_records(tmp_path):
     summary = ReprocessSummary(run_id="r")
     previous = P.load_previous(_state([]).to_batches(), FP, SETTINGS)
     (tmp_path / "todo").mkdir()
-    plan = P.plan_run(
-        _config(), pafs.LocalFileSystem(), [path], previous, P.empty_done(), tmp_path / "todo",
-        summary, current,
-    )  # fmt: skip
+    plan = P.classify(_config(), pafs.LocalFileSystem(), [path], previous, summary, current)
+    P.stage(
+        _config(), pafs.LocalFileSystem(), [path], plan, P.empty_done(), tmp_path / "todo", current
+    )
     staged = pq.read_table(plan.todo_files[0])
     assert staged["title"].to_pylist() == ["new", "b"] and summary.duplicate_ids == 0
