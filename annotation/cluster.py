@@ -24,7 +24,7 @@ quickstart). Quiet unless ``verbose``:
   file handler still gets everything (``logs/ray-data/``).
 
 With ``heap_trim_s`` (jobs.annotate's default 10 s), every worker of a new local
-cluster, and the driver, hands freed heap back to the OS that often (:mod:`ner.heap`):
+cluster, and the driver, hands freed heap back to the OS that often (:mod:`plumbing.heap`):
 without it, a long run's workers kept hundreds of MiB each that they no longer used.
 
 The session's log folder is printed once, so what is hidden can be found.
@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ner.heap import ARROW_POOL_ENV, INTERVAL_ENV, start_trimming
+from plumbing.heap import ARROW_POOL_ENV, INTERVAL_ENV, start_trimming
 
 QUIET_PROGRESS_INTERVAL_S = "30"
 # Hugging Face's documented switches, read when transformers is imported in a worker.
@@ -86,7 +86,7 @@ def init_ray(
     fewer processes and a faster start, for short runs and tests. ``worker_logs`` shows the workers' own output on the console even
     when not ``verbose`` (a job whose workers print its progress, like training,
     wants it). ``heap_trim_s`` > 0 hands freed heap back to the OS that often in the
-    driver and, on a new local cluster, in every worker (:mod:`ner.heap`). Prints
+    driver and, on a new local cluster, in every worker (:mod:`plumbing.heap`). Prints
     where the session's logs are, once per process.
     """
     if not verbose:

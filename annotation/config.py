@@ -12,10 +12,10 @@ import uuid
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
-from ner.config import ConfigError, option
 from ner.decode import DECODINGS
 from ner.labels import type_thresholds
 from ner.windowing import WORD_UNITS
+from plumbing.config import ConfigError, option
 
 CONTENT_HASH = "content_hash"  # sha256 (128 bits, hex) of a document's text columns
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -232,7 +232,7 @@ class ReprocessConfig(AnnotateConfig):
         False,
         "input is jobs.pubmed_to_parquet output directories (baseline + update files): the "
         "corpus is PubMed's current state, later files' records replacing earlier ones and "
-        "DeleteCitation removing PMIDs (ner/pubmed_updates.py); needs id_column=pmid",
+        "DeleteCitation removing PMIDs (corpora/pubmed_updates.py); needs id_column=pmid",
     )
 
     def check(self) -> None:

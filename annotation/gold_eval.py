@@ -4,7 +4,7 @@ The gold documents are written as Parquet input (``pmid``, ``title``,
 ``abstract``), annotated by :func:`annotation.run.run_annotate` exactly as
 jobs.annotate would (``text_columns=[title, abstract]``, separator ``" "``, so
 offsets are into ``title + " " + abstract``), and the output's ``entities`` are
-matched against the gold (:mod:`ner.gold_metrics`). What is scored is what users
+matched against the gold (:mod:`corpora.gold_metrics`). What is scored is what users
 get. The reports (Markdown, JSON, CSV, PNG) are written by :func:`write_reports`.
 """
 
@@ -20,19 +20,19 @@ import pyarrow.parquet as pq
 
 from annotation.config import AnnotateConfig
 from annotation.run import RunSummary, run_annotate
-from ner import columns as C
-from ner.config import load_config
-from ner.gold import GoldDocument, Span
-from ner.gold_metrics import (
+from corpora.gold import GoldDocument, Span
+from corpora.gold_metrics import (
     MICRO,
     Counts,
     markdown_table,
     threshold_for_precision,
     thresholds_table,
 )
-from ner.pubtator import SEPARATOR, write_parquet
+from corpora.pubtator import SEPARATOR, write_parquet
+from ner import columns as C
+from plumbing.config import load_config
 
-ID, TITLE, ABSTRACT = "pmid", "title", "abstract"  # ner.pubtator.write_parquet's columns
+ID, TITLE, ABSTRACT = "pmid", "title", "abstract"  # corpora.pubtator.write_parquet's columns
 PRECISION_TARGET = 0.9
 
 

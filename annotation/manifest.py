@@ -2,7 +2,7 @@
 
 It records the run id, the model, the config, the input files and the summary,
 and lists the files the run's output consists of. It is written by
-:func:`ner.atomic.write_json_atomic` (temporary name, then moved into place), so a
+:func:`plumbing.atomic.write_json_atomic` (temporary name, then moved into place), so a
 reader finds either no manifest or a whole one.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 import pyarrow.fs as pafs
 
-from ner.atomic import write_json_atomic
+from plumbing.atomic import write_json_atomic
 
 MANIFEST = "_manifest.json"
 

@@ -18,11 +18,11 @@ import pyarrow.fs as pafs
 from annotation.config import AnnotateConfig
 from annotation.resources import check_cluster
 from annotation.resume import SkipWrittenRows
+from corpora.writer import ParquetShardWriter
 from ner import columns as C
 from ner.decode import SpanDecodeStage
 from ner.inference import TokenClassifierStage, default_num_threads
 from ner.windowing import TokenizeStage
-from ner.writer import ParquetShardWriter
 
 
 def build_pipeline(

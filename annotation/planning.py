@@ -27,11 +27,11 @@ from annotation import staging as S
 from annotation import store
 from annotation.config import CONTENT_HASH, ReprocessConfig
 from annotation.hashing import HASHED_COLUMNS_KEY, content_hash
+from corpora.corpus import InputError
+from corpora.pubmed_updates import CurrentState
+from corpora.writer import safe_stem
 from ner import columns as C
-from ner.atomic import write_parquet_atomic
-from ner.corpus import InputError
-from ner.pubmed_updates import CurrentState
-from ner.writer import safe_stem
+from plumbing.atomic import write_parquet_atomic
 
 SCAN_BATCH_ROWS = 8192
 _ROW = "_row"  # (file index << 40) | row within the file's scan: a row's place

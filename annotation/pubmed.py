@@ -1,22 +1,22 @@
 """PubMed XML files -> Parquet citations (the annotation job's input), on Ray Data.
 
 One Ray Data task per input file (``map_batches`` with ``batch_size=1``): it
-streams the file with :func:`ner.pubmed_xml.iter_pubmed` and writes its rows as
+streams the file with :func:`corpora.pubmed_xml.iter_pubmed` and writes its rows as
 they come, a row group at a time, so a task's memory does not grow with the
 file. Output, under ``output``:
 
-- ``citations/<stem>.parquet``: :data:`ner.pubmed_xml.CITATION_SCHEMA` plus
+- ``citations/<stem>.parquet``: :data:`corpora.pubmed_xml.CITATION_SCHEMA` plus
   ``content_hash`` (of title and abstract, as :mod:`annotation.planning` compares
   them), input for ``jobs.annotate id_column=pmid text_columns=[title,abstract]``.
   The hash is computed here, while each record is in hand, so that a daily
   reprocessing run reads ids and hashes, not every abstract, to find what changed;
-- ``deletions/<stem>.parquet``: :data:`ner.pubmed_xml.DELETION_SCHEMA` (written for
+- ``deletions/<stem>.parquet``: :data:`corpora.pubmed_xml.DELETION_SCHEMA` (written for
   every file, empty when the file deletes nothing);
 - ``_report.json``, written last: the counts per file, and the bad files with reasons.
 
 ``<stem>`` is the input file's name without ``.xml``/``.xml.gz``, so a retried
 task replaces its own files, and every file is written atomically
-(:func:`ner.atomic.atomic_write`). A file that cannot be read to its end is a bad
+(:func:`plumbing.atomic.atomic_write`). A file that cannot be read to its end is a bad
 file: its reason is recorded, the shards of an earlier run for it are removed (a
 half-read file gives no rows at all), and the other files go on.
 """
@@ -35,13 +35,13 @@ import pyarrow.parquet as pq
 from annotation.cluster import init_ray
 from annotation.config import CONTENT_HASH
 from annotation.hashing import HASHED_COLUMNS_KEY, content_hash
+from corpora.corpus import InputError, resolve_filesystem
+from corpora.pubmed_updates import CITATIONS_DIR, DELETIONS_DIR
+from corpora.pubmed_xml import CITATION_SCHEMA, DELETION_SCHEMA, PubmedXmlError, iter_pubmed
+from corpora.writer import safe_stem
 from ner import columns as C
-from ner.atomic import atomic_write, write_json_atomic
-from ner.config import ConfigError, option
-from ner.corpus import InputError, resolve_filesystem
-from ner.pubmed_updates import CITATIONS_DIR, DELETIONS_DIR
-from ner.pubmed_xml import CITATION_SCHEMA, DELETION_SCHEMA, PubmedXmlError, iter_pubmed
-from ner.writer import safe_stem
+from plumbing.atomic import atomic_write, write_json_atomic
+from plumbing.config import ConfigError, option
 
 HASHED_COLUMNS = ["title", "abstract"]
 FILE_SCHEMA = CITATION_SCHEMA.append(pa.field(CONTENT_HASH, pa.string(), nullable=False))

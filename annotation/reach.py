@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from ner.corpus import InputError
+from corpora.corpus import InputError
 
 PROBE_TIMEOUT_S = 120.0
 

@@ -33,10 +33,10 @@ from annotation.config import ROW_SETTINGS, ReprocessConfig
 from annotation.hashing import settings_fingerprint
 from annotation.run import PreparedRun, RunSummary, prepare_run, run_annotate
 from annotation.store_writer import StoreShardWriter
+from corpora.pubmed_updates import CurrentState, load_current
 from ner import columns as C
-from ner.config import ConfigError
-from ner.failpoints import failpoint
-from ner.pubmed_updates import CurrentState, load_current
+from plumbing.config import ConfigError
+from plumbing.failpoints import failpoint
 
 COUNTS = (
     "documents",

@@ -17,7 +17,7 @@ import math
 import time
 
 from annotation.config import AnnotateConfig
-from ner.config import ClusterTooSmallError
+from plumbing.config import ClusterTooSmallError
 
 POLL_S = 5.0
 # Whether this process has an autoscaler request standing, so that releasing never

@@ -1,7 +1,7 @@
 """Resume state: what an earlier attempt of a run wrote, read from the files' footers alone.
 
 Every file the writer publishes records its run id, model fingerprint, the Ray Data
-row hashes of its input rows and their counts (:mod:`ner.writer`). A rerun with
+row hashes of its input rows and their counts (:mod:`corpora.writer`). A rerun with
 the same ``run_id`` and model therefore knows which input rows are done without a
 separate progress file: :class:`ResumeState` sums their counts and
 :class:`SkipWrittenRows` drops them right after the read.
@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from corpora.writer import REJECTED_DIR, WrittenFile, list_written, merge_stats, read_footer
 from ner import columns as C
-from ner.writer import REJECTED_DIR, WrittenFile, list_written, merge_stats, read_footer
 
 
 def written_by_run(
@@ -58,7 +58,7 @@ class ResumeState:
 
     @property
     def stats(self) -> dict:
-        """Their summed counts (:func:`ner.writer.merge_stats`)."""
+        """Their summed counts (:func:`corpora.writer.merge_stats`)."""
         return merge_stats([f.stats for f in self.files])
 
     @property

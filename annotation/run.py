@@ -27,11 +27,11 @@ from annotation.pipeline import build_pipeline
 from annotation.reach import check_reachable
 from annotation.resources import release_resources
 from annotation.resume import ResumeState, remove_stale
+from corpora.corpus import InputError, InputFile, expand_inputs, resolve_filesystem, validate_inputs
+from corpora.writer import ParquetShardWriter
 from ner import columns as C
-from ner.corpus import InputError, InputFile, expand_inputs, resolve_filesystem, validate_inputs
-from ner.failpoints import failpoint
 from ner.model import model_fingerprint, resolve_model
-from ner.writer import ParquetShardWriter
+from plumbing.failpoints import failpoint
 
 
 @dataclass
@@ -62,7 +62,7 @@ def prepare_run(
 
     ``filesystem``: where the inputs are, when their URIs alone do not say how to
     reach them (a store's staging area, with its storage options). Fails with
-    :class:`~ner.config.ConfigError`, :class:`~ner.corpus.InputError` or
+    :class:`~plumbing.config.ConfigError`, :class:`~corpora.corpus.InputError` or
     :class:`~ner.model.ModelNotFoundError` naming the file, column or model.
     """
     config.check()

@@ -37,10 +37,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from annotation.config import CONTENT_HASH, new_run_id
+from corpora.writer import list_written
 from ner import columns as C
-from ner.atomic import write_json_atomic
-from ner.config import ConfigError
-from ner.writer import list_written
+from plumbing.atomic import write_json_atomic
+from plumbing.config import ConfigError
 
 RUN_STATE = "run.json"
 OUT = "out"

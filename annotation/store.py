@@ -35,9 +35,9 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from annotation.config import CONTENT_HASH
+from corpora.corpus import resolve_filesystem
 from ner import columns as C
-from ner.config import ConfigError
-from ner.corpus import resolve_filesystem
+from plumbing.config import ConfigError
 
 SETTINGS_FINGERPRINT = "settings_fingerprint"
 # Columns the plan reads from the table (column projection: never the annotations).

@@ -6,7 +6,7 @@ instead of gathering the rows in the driver. A file holds annotated and rejected
 documents alike (status ``rejected``, a ``reason`` and the input file), sorted by
 ``doc_id``, so that each file covers a narrow id range and a later update
 rewrites few files. Its name, footer and stats row are those of
-:class:`ner.writer.ParquetShardWriter`, so a retried task replaces its file and a
+:class:`corpora.writer.ParquetShardWriter`, so a retried task replaces its file and a
 resumed run knows what is done.
 """
 
@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from annotation import store
+from corpora.writer import ParquetShardWriter, merge_stats, shard_name, stats_row
 from ner import columns as C
-from ner.writer import ParquetShardWriter, merge_stats, shard_name, stats_row
 
 _EXTRA_NAMES = {f.name for f in store.EXTRA}
 

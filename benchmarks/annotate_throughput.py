@@ -86,7 +86,7 @@ class PeakMemory:
 
 
 def documents(pubtator: Path) -> list[str]:
-    from ner.pubtator import read_pubtator
+    from corpora.pubtator import read_pubtator
 
     return [d["title"] + " " + d["abstract"] for d in read_pubtator(pubtator)]
 
@@ -156,7 +156,7 @@ def bench_job(
     """(c) the job's summary (its wall time includes validation, not Ray start-up)."""
     from annotation.config import AnnotateConfig
     from annotation.run import run_annotate
-    from ner.config import load_config
+    from plumbing.config import load_config
 
     config = load_config(
         AnnotateConfig,
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ner.pubtator import read_pubtator, write_parquet
+    from corpora.pubtator import read_pubtator, write_parquet
 
     work = Path(args.work_dir)
     docs = read_pubtator(args.pubtator)

@@ -29,8 +29,8 @@ PUBTATOR = (
 
 
 def tokenized_abstracts(path: Path = PUBTATOR) -> pa.Table:
+    from corpora.pubtator import read_pubtator
     from ner.model import EMBEDDED
-    from ner.pubtator import read_pubtator
     from ner.windowing import TokenizeStage
 
     documents = read_pubtator(path)

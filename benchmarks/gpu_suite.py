@@ -101,7 +101,7 @@ def build_model(directory: Path, tiny: bool) -> Path:
 
 
 def sample_documents() -> list[dict]:
-    from ner.pubtator import read_pubtator
+    from corpora.pubtator import read_pubtator
 
     return read_pubtator(PUBTATOR)
 

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from ner.config import load_config
 from ner.labels import ID2LABEL
 from ner.model import load_base_for_training, load_tokenizer
+from plumbing.config import load_config
 from training.batching import IGNORE_INDEX, encode_sentences
 from training.config import TrainConfig
 from training.dataset import load_data

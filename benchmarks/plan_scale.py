@@ -49,11 +49,11 @@ from annotation.config import CONTENT_HASH, ROW_SETTINGS, ReprocessConfig
 from annotation.hashing import content_hash, settings_fingerprint
 from annotation.pubmed import FILE_SCHEMA
 from benchmarks.store_update import synthetic_entities
+from corpora.pubmed_xml import DELETION_SCHEMA
+from corpora.pubtator import read_pubtator
 from ner import columns as C
-from ner.config import load_config
 from ner.model import model_fingerprint, save_tiny_model
-from ner.pubmed_xml import DELETION_SCHEMA
-from ner.pubtator import read_pubtator
+from plumbing.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/reprocess_pubmed_cpu.yaml"

@@ -8,7 +8,7 @@ split, not USS, tells a growing heap from a filling object store. Reading PSS
 makes the kernel walk every page of every process: at 100 ms intervals that took
 more than half a core of two from the job, hence once a second by default. Long
 runs use 10 s. The walks change the job's timing: before workers trimmed their heap
-(``ner/heap.py``), the classifier actor's heap grew in every run whose
+(``plumbing/heap.py``), the classifier actor's heap grew in every run whose
 ``smaps_rollup`` was read every second (BENCHMARKS.md, "Scale").
 """
 

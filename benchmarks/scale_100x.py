@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from benchmarks.annotate_throughput import PUBTATOR
 from benchmarks.host_cost import biased_model
 from benchmarks.process_memory import RoleSampler, print_peak
-from ner.pubtator import read_pubtator
+from corpora.pubtator import read_pubtator
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE_ROWS = 10_000

@@ -73,10 +73,10 @@ from annotation.hashing import content_hash, settings_fingerprint
 from benchmarks.annotate_throughput import PUBTATOR
 from benchmarks.host_cost import biased_model
 from benchmarks.store_update import synthetic_entities
+from corpora.pubtator import read_pubtator
 from ner import columns as C
-from ner.config import load_config
 from ner.model import model_fingerprint
-from ner.pubtator import read_pubtator
+from plumbing.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/reprocess_cpu.yaml"

@@ -17,8 +17,8 @@ import sys
 
 from annotation.config import AnnotateConfig
 from annotation.run import run_annotate
-from ner.config import ConfigError, parse_job_args
-from ner.corpus import InputError
+from corpora.corpus import InputError
+from plumbing.config import ConfigError, parse_job_args
 
 
 def main(argv: list[str] | None = None) -> int:

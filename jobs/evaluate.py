@@ -33,13 +33,13 @@ from annotation.gold_eval import (
     model_card_section,
     write_reports,
 )
-from ner import gold_metrics as gm
-from ner.config import ConfigError
-from ner.corpus import InputError
-from ner.gold import GoldFormatError, iob_documents, read_gold
+from corpora import gold_metrics as gm
+from corpora.corpus import InputError
+from corpora.gold import GoldFormatError, iob_documents, read_gold
 from ner.labels import UnknownLabelError, canonical_type
 from ner.model import ModelNotFoundError, load_classifier
 from ner.viterbi import DECODINGS
+from plumbing.config import ConfigError
 from training.craft import CraftDataMissingError, read_iob_file, resolve_data_dir
 from training.evaluate import plot_per_type_f1, score
 from training.export import update_model_card

@@ -18,10 +18,16 @@ import io
 import sys
 
 from annotation.manifest import read_manifest
-from ner.atomic import atomic_write
-from ner.corpus import expand_inputs, resolve_filesystem
-from ner.export import ExportError, parse_type_map, read_documents, write_bioc_xml, write_pubtator
-from ner.writer import REJECTED_DIR, list_written
+from corpora.corpus import expand_inputs, resolve_filesystem
+from corpora.export import (
+    ExportError,
+    parse_type_map,
+    read_documents,
+    write_bioc_xml,
+    write_pubtator,
+)
+from corpora.writer import REJECTED_DIR, list_written
+from plumbing.atomic import atomic_write
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

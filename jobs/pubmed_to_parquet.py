@@ -17,8 +17,8 @@ from __future__ import annotations
 import sys
 
 from annotation.pubmed import PubmedToParquetConfig, run_pubmed_to_parquet
-from ner.config import ConfigError, parse_job_args
-from ner.corpus import InputError
+from corpora.corpus import InputError
+from plumbing.config import ConfigError, parse_job_args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ner.pubtator import read_pubtator, write_parquet
+from corpora.pubtator import read_pubtator, write_parquet
 
 
 def main(argv: list[str] | None = None) -> int:

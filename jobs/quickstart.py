@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from annotation.config import AnnotateConfig
     from annotation.run import run_annotate
     from jobs import build_dataset, pubtator_to_parquet, train
-    from ner.config import load_config
+    from plumbing.config import load_config
     from training.config import TrainConfig
 
     print("== 1/4 dataset", flush=True)

@@ -27,8 +27,8 @@ from annotation.commit import ConcurrentCommitError
 from annotation.config import ReprocessConfig
 from annotation.reprocess import ReprocessError, run_reprocess
 from annotation.staging import RunInProgressError
-from ner.config import ConfigError, parse_job_args
-from ner.corpus import InputError
+from corpora.corpus import InputError
+from plumbing.config import ConfigError, parse_job_args
 
 
 def main(argv: list[str] | None = None) -> int:

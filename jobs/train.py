@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from ner.config import ConfigError, parse_job_args
 from ner.model import ModelNotFoundError, resolve_model
+from plumbing.config import ConfigError, parse_job_args
 from training.config import TrainConfig
 
 

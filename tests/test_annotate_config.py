@@ -7,9 +7,9 @@ import pytest
 from annotation import run
 from annotation.config import AnnotateConfig
 from annotation.run import run_annotate
+from corpora.corpus import InputError
 from jobs import annotate
-from ner.config import ConfigError, load_config
-from ner.corpus import InputError
+from plumbing.config import ConfigError, load_config
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 
 from annotation.config import AnnotateConfig
 from annotation.run import run_annotate
+from corpora.writer import REJECTED_DIR
 from ner import columns as C
 from ner.model import model_fingerprint
-from ner.writer import REJECTED_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

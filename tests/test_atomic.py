@@ -8,8 +8,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from ner import atomic
-from ner.atomic import atomic_write, write_json_atomic, write_parquet_atomic
+from plumbing import atomic
+from plumbing.atomic import atomic_write, write_json_atomic, write_parquet_atomic
 
 
 class _Crash(RuntimeError):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from jobs.train import run
-from ner.failpoints import ENV as FAILPOINTS_ENV
-from ner.failpoints import WAIT_DIR_ENV
+from plumbing.failpoints import ENV as FAILPOINTS_ENV
+from plumbing.failpoints import WAIT_DIR_ENV
 from tests.failure_support import local_cluster
 from tests.test_train_job import _weights, smoke_config
 

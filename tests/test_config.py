@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ner.config import ConfigError, load_config, option
+from plumbing.config import ConfigError, load_config, option
 
 
 @dataclass

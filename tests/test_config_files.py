@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from annotation.config import AnnotateConfig, ReprocessConfig
-from ner.config import load_config
+from plumbing.config import load_config
 from training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

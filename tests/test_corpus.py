@@ -2,7 +2,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ner.corpus import InputError, expand_inputs, validate_inputs
+from corpora.corpus import InputError, expand_inputs, validate_inputs
 
 
 def _write(path, **columns):

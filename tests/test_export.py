@@ -10,8 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from bioc import pubtator
 
-from ner import columns as C
-from ner.export import (
+from corpora.export import (
     DEFAULT_TYPE_MAP,
     ExportError,
     parse_type_map,
@@ -21,7 +20,8 @@ from ner.export import (
     write_bioc_xml,
     write_pubtator,
 )
-from ner.pubtator import read_pubtator
+from corpora.pubtator import read_pubtator
+from ner import columns as C
 from ner.windowing import join_text
 from tests.conftest import SHARED_DATA
 
@@ -178,8 +178,8 @@ def test_real_annotation_output_exports_to_valid_pubtator_and_bioc(
     """
     from annotation.config import AnnotateConfig
     from annotation.run import run_annotate
+    from corpora.pubtator import write_parquet
     from jobs.export import main
-    from ner.pubtator import write_parquet
 
     documents = read_pubtator(CDR)[:60]
     write_parquet(documents, tmp_path / "corpus", files=2)

@@ -1,12 +1,12 @@
-"""ner.failpoints: fires on the N-th hit of an armed name, kills or raises, else costs nothing."""
+"""plumbing.failpoints: fires on the N-th hit of an armed name, kills or raises, else costs nothing."""
 
 import subprocess
 import sys
 
 import pytest
 
-from ner import failpoints
-from ner.failpoints import InjectedFailure, failpoint
+from plumbing import failpoints
+from plumbing.failpoints import InjectedFailure, failpoint
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +37,9 @@ def test_unknown_action_is_an_error(monkeypatch):
 
 
 def test_kill_is_a_real_sigkill():
-    code = "from ner.failpoints import failpoint\nfailpoint('p')\nfailpoint('p')\nprint('alive')"
+    code = (
+        "from plumbing.failpoints import failpoint\nfailpoint('p')\nfailpoint('p')\nprint('alive')"
+    )
     env = {failpoints.ENV: "p:2", "PYTHONPATH": "."}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == -9 and "alive" not in done.stdout

@@ -2,7 +2,7 @@
 
 The jobs run as real processes (`python -m jobs.annotate`, `python -m jobs.reprocess`)
 with their own local Ray cluster. ``NER_FAILPOINTS`` makes the driver SIGKILL
-itself at a named point (:mod:`ner.failpoints`); its whole process group, Ray
+itself at a named point (:mod:`plumbing.failpoints`); its whole process group, Ray
 included, is then killed and reaped. Points:
 
 - ``annotate.before_pipeline``: after planning, before the first write;

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ner.gold import GoldFormatError, Span, iob_documents, read_bioc_gold, read_pubtator_gold
-from ner.gold_metrics import (
+from corpora.gold import GoldFormatError, Span, iob_documents, read_bioc_gold, read_pubtator_gold
+from corpora.gold_metrics import (
     MICRO,
     TypeMapError,
     match,

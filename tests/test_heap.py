@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from annotation.cluster import worker_runtime_env
-from ner.heap import INTERVAL_ENV, start_trimming
+from plumbing.heap import INTERVAL_ENV, start_trimming
 from tests.conftest import PROJECT_ROOT
 
 # Frees 190 MiB of glibc heap below a chunk still in use, so that glibc cannot give
@@ -18,7 +18,7 @@ from tests.conftest import PROJECT_ROOT
 FREED_BELOW_A_LIVE_CHUNK = textwrap.dedent(
     """
     import ctypes, json, sys, time
-    from ner.heap import start_trimming
+    from plumbing.heap import start_trimming
 
     def anon_mib():
         for line in open("/proc/self/status"):

@@ -18,9 +18,9 @@ import pytest
 
 from annotation.config import AnnotateConfig
 from annotation.run import run_annotate
+from corpora.corpus import InputError, SkippedInputWarning
+from corpora.writer import REJECTED_DIR
 from ner import columns as C
-from ner.corpus import InputError, SkippedInputWarning
-from ner.writer import REJECTED_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

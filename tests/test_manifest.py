@@ -8,7 +8,7 @@ import pytest
 from annotation.config import AnnotateConfig
 from annotation.manifest import MANIFEST, build_manifest, read_manifest, write_manifest
 from annotation.run import RunSummary
-from ner.corpus import InputFile
+from corpora.corpus import InputFile
 
 LOCAL = pafs.LocalFileSystem()
 

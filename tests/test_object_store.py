@@ -8,8 +8,8 @@ import pytest
 
 from annotation.config import AnnotateConfig
 from annotation.run import run_annotate
+from corpora.pubtator import read_pubtator
 from ner import columns as C
-from ner.pubtator import read_pubtator
 from tests.failure_support import (
     ROOT,
     PeakPss,

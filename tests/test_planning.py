@@ -15,8 +15,8 @@ from annotation import planning as P
 from annotation.config import CONTENT_HASH, ReprocessConfig
 from annotation.hashing import HASHED_COLUMNS_KEY, content_hash
 from annotation.reprocess import ReprocessSummary
+from corpora.corpus import InputError
 from ner import columns as C
-from ner.corpus import InputError
 
 FP, SETTINGS = "model-a", "settings-a"
 

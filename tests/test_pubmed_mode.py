@@ -13,10 +13,10 @@ from annotation.hashing import table_digest
 from annotation.pubmed import PubmedFileStage
 from annotation.reprocess import run_reprocess
 from annotation.store import read_store
+from corpora.corpus import InputError
+from corpora.pubmed_updates import file_order, load_current, read_current, resolve_current
 from ner import columns as C
-from ner.config import ConfigError
-from ner.corpus import InputError
-from ner.pubmed_updates import file_order, load_current, read_current, resolve_current
+from plumbing.config import ConfigError
 from tests.test_pubmed_xml import write_gz
 
 HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<PubmedArticleSet>\n'

@@ -20,8 +20,8 @@ from annotation.pubmed import (
     file_stem,
     list_pubmed_files,
 )
-from ner.corpus import InputError
-from ner.pubmed_xml import CITATION_SCHEMA, PubmedXmlError, iter_pubmed, read_pubmed
+from corpora.corpus import InputError
+from corpora.pubmed_xml import CITATION_SCHEMA, PubmedXmlError, iter_pubmed, read_pubmed
 from tests.conftest import PROJECT_ROOT, SHARED_DATA
 
 MEDLINE_2016 = SHARED_DATA / "pubmed-xml" / "medline16n0902.xml.gz"
@@ -297,7 +297,7 @@ def test_listing_inputs(tmp_path):
 _MEASURE = textwrap.dedent(
     """
     import sys
-    import ner.pubmed_xml as reader
+    import corpora.pubmed_xml as reader
     n, path, keep = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "keep"
     record = (
         '<PubmedArticle><MedlineCitation><PMID Version="1">{}</PMID><Article>'
@@ -382,7 +382,7 @@ def test_the_ray_job_converts_files_and_reports_a_bad_one(ray_local, tmp_path, b
     assert report["totals"] == {"citations": 607, "without_abstract": 79, "deletions": 3}
     assert [b["path"] for b in report["bad_files"]] == [str(inputs / TRUNCATED)]
     # The output is the annotation job's input as documented: its footer check passes.
-    from ner.corpus import expand_inputs, validate_inputs
+    from corpora.corpus import expand_inputs, validate_inputs
 
     fs, files = expand_inputs([str(out / CITATIONS_DIR)])
     assert (

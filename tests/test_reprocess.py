@@ -253,7 +253,7 @@ def test_a_crashed_run_publishes_nothing_and_its_rerun_is_exactly_once(
 
 
 def test_config_rejects_output_and_reserved_columns():
-    from ner.config import ConfigError
+    from plumbing.config import ConfigError
 
     with pytest.raises(ConfigError, match="output"):
         ReprocessConfig(input=["x"], output="elsewhere").check()

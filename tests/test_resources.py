@@ -11,7 +11,7 @@ import pytest
 from annotation.config import AnnotateConfig
 from annotation.resources import actor_demands, check_cluster, release_resources, shortfall
 from jobs.annotate import main
-from ner.config import ClusterTooSmallError
+from plumbing.config import ClusterTooSmallError
 
 CPU_NODE = {"CPU": 2.0, "memory": 1e9}
 GPU_NODE = {"CPU": 16.0, "GPU": 1.0}

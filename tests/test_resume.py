@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from annotation.resume import ResumeState, SkipWrittenRows, remove_stale
+from corpora.writer import ParquetShardWriter, list_written
 from ner import columns as C
-from ner.writer import ParquetShardWriter, list_written
 
 LOCAL = pafs.LocalFileSystem()
 

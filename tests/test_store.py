@@ -15,7 +15,7 @@ from annotation import staging as S
 from annotation import store
 from annotation.config import CONTENT_HASH
 from ner import columns as C
-from ner.config import ConfigError
+from plumbing.config import ConfigError
 
 
 def _rows(ids, model="fp1", run_id="r1", text="h"):

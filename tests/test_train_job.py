@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from jobs.train import main, run
-from ner.config import ConfigError, load_config
+from plumbing.config import ConfigError, load_config
 from training.config import TrainConfig
 from training.trainer import POLL_ENV, POLL_S, ClusterTooSmallError, check_resources
 

@@ -1,8 +1,8 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpora.writer import REJECTED_DIR, ParquetShardWriter, shard_name
 from ner import columns as C
-from ner.writer import REJECTED_DIR, ParquetShardWriter, shard_name
 
 
 def _decoded(ids, statuses, source="/data/in/part-7.parquet"):

@@ -96,7 +96,7 @@ def stored_checkpoints(storage_path: str, name: str) -> list:
     """
     import pyarrow.fs as pafs
 
-    from ner.corpus import resolve_filesystem
+    from corpora.corpus import resolve_filesystem
 
     fs, root = resolve_filesystem(f"{storage_path.rstrip('/')}/{name}")
     if fs.get_file_info(root).type != pafs.FileType.Directory:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ner.config import ConfigError, option
 from ner.viterbi import DECODINGS
+from plumbing.config import ConfigError, option
 
 
 @dataclass

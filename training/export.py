@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from ner.atomic import write_bytes_atomic
 from ner.labels import ENTITY_TYPES
+from plumbing.atomic import write_bytes_atomic
 from training.checkpoints import MODEL_SUBDIR
 from training.config import TrainConfig
 from training.metrics import per_type_table

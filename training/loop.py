@@ -24,9 +24,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ner.failpoints import failpoint
 from ner.labels import ID2LABEL
 from ner.model import load_base_for_training, load_tokenizer, pad_token_id
+from plumbing.failpoints import failpoint
 from training.batching import IGNORE_INDEX, collate, deal, encode_sentences, global_batches
 from training.checkpoints import resume, save_checkpoint, unwrap
 from training.config import TrainConfig

@@ -10,9 +10,9 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from ner.config import ClusterTooSmallError
-from ner.failpoints import ENV as FAILPOINTS_ENV
-from ner.failpoints import WAIT_DIR_ENV
+from plumbing.config import ClusterTooSmallError
+from plumbing.failpoints import ENV as FAILPOINTS_ENV
+from plumbing.failpoints import WAIT_DIR_ENV
 from training.config import TrainConfig
 from training.console import QUIET_TRAIN_LOG_LEVEL, worker_env
 from training.loop import train_func

@@ -37,8 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from corpora.pubtator import TitledDocument
 from ner import columns as C
-from ner.pubtator import TitledDocument
 from ner.windowing import join_text
 
 DEFAULT_TYPE_MAP = {

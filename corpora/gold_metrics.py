@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from ner.gold import Span
+from corpora.gold import Span
 
 IGNORE = "-"  # a gold type mapped to this is not scored
 MODES = {"strict": 0, "lenient": 1}  # boundary tolerance in characters

@@ -18,7 +18,7 @@ SEPARATOR = " "  # between title and abstract: PubTator's offsets run over both
 class TitledDocument:
     """A title and an abstract whose offsets run over ``title + " " + abstract``, and mentions.
 
-    Gold corpora (:mod:`ner.gold`) and exports (:mod:`ner.export`) both hold their
+    Gold corpora (:mod:`corpora.gold`) and exports (:mod:`corpora.export`) both hold their
     documents so; the mentions are theirs to define.
     """
 

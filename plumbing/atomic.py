@@ -15,7 +15,7 @@ Guarantee, by filesystem:
   copy and a delete, so a crash between them can leave the ``.tmp-*`` object too.
 
 Temporary files are named ``.tmp-*`` so listings can skip them (see
-:func:`ner.writer.list_written`).
+:func:`corpora.writer.list_written`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A gold document is a title and an abstract whose text is ``title + " " + abstract``
 (PubTator's convention, and what the annotation job writes with
 ``text_columns=[title, abstract]`` and ``separator=" "``), plus its mentions as
-character spans into that text. Matching and metrics are in :mod:`ner.gold_metrics`.
+character spans into that text. Matching and metrics are in :mod:`corpora.gold_metrics`.
 
 Malformed gold is an error naming the file and line (:class:`GoldFormatError`),
 because a mention silently skipped or shifted changes every score: non-integer
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ner.config import ConfigError
-from ner.pubtator import TitledDocument as GoldDocument
+from corpora.pubtator import TitledDocument as GoldDocument
+from plumbing.config import ConfigError
 
 GOLD_FORMATS = ("pubtator", "bioc")
 

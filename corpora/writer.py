@@ -4,7 +4,7 @@ A file's name is derived from its input: the stem of the input file of its first
 row and a hash of the rows' stable identities (Ray Data's ``row_hash``, from the
 source path and row position, or else the source path and doc id). A retried task
 writes the same rows under the same name, so it replaces its earlier attempt
-instead of adding a duplicate. Each file is written by :func:`ner.atomic.atomic_write`
+instead of adding a duplicate. Each file is written by :func:`plumbing.atomic.atomic_write`
 (temporary name, then moved into place), so a reader never sees half a file.
 
 Rows with status ``rejected`` go to ``<output>/_rejected/`` with the reason;
@@ -28,9 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from corpora.corpus import resolve_filesystem
 from ner import columns as C
-from ner.atomic import TEMPORARY_PREFIX, atomic_write
-from ner.corpus import resolve_filesystem
+from plumbing.atomic import TEMPORARY_PREFIX, atomic_write
 
 ROW_HASH = C.ROW_HASH
 REJECTED_DIR = "_rejected"

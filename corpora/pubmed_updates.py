@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ner.corpus import InputError, resolve_filesystem
+from corpora.corpus import InputError, resolve_filesystem
 
 CITATIONS_DIR, DELETIONS_DIR = "citations", "deletions"
 PMID, RECORD_INDEX, RANK = "pmid", "record_index", "file_rank"
