@@ -1,11 +1,10 @@
 """The vectorised decoder against the per-document one it replaced, on random batches.
 
-The oracle is the old implementation, frozen in ``benchmarks/decode_before.py``
-(also the "before" peer of ``benchmarks.decode_speed``). Batches mix what the
-pipeline produces: windows overlapping by a stride, several text columns,
-tokens in no word (-1), combining marks after a token's end, documents without
-tokens or rejected upstream, predictions that do not fit, chunked and sliced
-tables.
+The oracle is the old implementation, frozen in ``tests/decode_oracle.py``.
+Batches mix what the pipeline produces: windows overlapping by a stride, several
+text columns, tokens in no word (-1), combining marks after a token's end,
+documents without tokens or rejected upstream, predictions that do not fit,
+chunked and sliced tables.
 """
 
 from __future__ import annotations
@@ -16,11 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from benchmarks.decode_before import SpanDecodeStage as OldDecodeStage
 from ner import columns as C
 from ner.decode import SpanDecodeStage
 from ner.labels import LABELS
 from ner.windowing import assign_owners, window_starts
+from tests.decode_oracle import SpanDecodeStage as OldDecodeStage
 
 _I32 = pa.list_(pa.int32())
 SCHEMA = pa.schema(

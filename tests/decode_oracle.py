@@ -1,7 +1,6 @@
 """The span decoder as it was before vectorisation, frozen: one document at a time in Python.
 
-Kept verbatim (``ner/decode.py`` at commit ebf661a) for two uses: the "before"
-peer of ``benchmarks.decode_speed``, and the oracle that
+Kept verbatim (``ner/decode.py`` at commit ebf661a) as the oracle that
 ``tests/test_decode_equivalence.py`` checks the vectorised ``ner.decode`` against
 on random batches. Do not optimise or fix it: its value is being the old
 behaviour. (Its helpers are the old module's; see ``ner.decode`` for the rules.)
