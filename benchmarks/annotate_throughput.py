@@ -1,7 +1,7 @@
 """Throughput of the annotation job against two baselines, on the same model and documents.
 
 python -m benchmarks.annotate_throughput [--model DIR] [--copies 10] [--skip a,b,c,c10]
-python -m benchmarks.annotate_throughput --make-model outputs/untrained-minilm
+python -m benchmarks.annotate_throughput --make-model outputs/untrained-minilm  # ner.model.make_untrained_model
 
 (a) transformers ``pipeline("token-classification", aggregation_strategy="simple")``,
     one document at a time; (b) bare PyTorch forward passes over pre-tokenised,
@@ -33,16 +33,6 @@ PUBTATOR = (
     Path(__file__).resolve().parents[1].parent
     / "shared/data/pubmed-sample/CDR_TrainingSet.PubTator.txt"
 )
-
-
-def make_untrained_model(directory: str | Path) -> Path:
-    """The embedded MiniLM with the project's (random) token-classification head."""
-    from ner.model import EMBEDDED, load_base_for_training, load_tokenizer
-
-    directory = Path(directory)
-    load_base_for_training(EMBEDDED).save_pretrained(directory)
-    load_tokenizer(EMBEDDED).save_pretrained(directory)
-    return directory
 
 
 class PeakMemory:
@@ -199,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: a,b,c,c10")
     args = parser.parse_args(argv)
+    from ner.model import make_untrained_model
+
     if args.make_model:
         print(f"wrote {make_untrained_model(args.make_model)}")
         return 0

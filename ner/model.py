@@ -124,6 +124,18 @@ def save_tiny_model(directory: str | os.PathLike, seed: int = 0, **overrides) ->
     return directory
 
 
+def make_untrained_model(directory: str | os.PathLike, base: str | os.PathLike = EMBEDDED) -> Path:
+    """Write ``base`` (the embedded MiniLM) with the project's random head as a model directory.
+
+    What a smoke run or a throughput measurement annotates with when no trained model
+    is at hand: throughput does not depend on the head's weights, the entities do.
+    """
+    directory = Path(directory)
+    load_base_for_training(base).save_pretrained(directory)
+    load_tokenizer(base).save_pretrained(directory)
+    return directory
+
+
 def pad_token_id(model) -> int:
     """The id that pads ``input_ids`` for ``model``: its config's, else 0 (BERT's [PAD]).
 

@@ -7,6 +7,7 @@ from ner.model import (
     ModelNotFoundError,
     load_base_for_training,
     load_classifier,
+    make_untrained_model,
     model_fingerprint,
     save_tiny_model,
 )
@@ -39,6 +40,13 @@ def test_embedded_base_model_gets_the_project_head():
     model = load_base_for_training("embedded")
     assert model.config.num_labels == len(ID2LABEL)
     assert model.config.id2label[1] == "B-Chemical"
+
+
+def test_untrained_model_is_a_loadable_classifier_directory(tmp_path):
+    """The smoke-run model the README points to: the embedded MiniLM with a random head."""
+    loaded = load_classifier(make_untrained_model(tmp_path / "untrained"))
+    assert loaded.id2label == ID2LABEL
+    assert loaded.tokenizer.is_fast
 
 
 def test_missing_models_fail_clearly(tmp_path):
