@@ -22,57 +22,17 @@ does not depend on the head's weights.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-import threading
 import time
 from pathlib import Path
+
+from benchmarks.process_sampling import PeakMemory
 
 DEFAULT_MODEL = "outputs/untrained-minilm"
 PUBTATOR = (
     Path(__file__).resolve().parents[1].parent
     / "shared/data/pubmed-sample/CDR_TrainingSet.PubTator.txt"
 )
-
-
-class PeakMemory:
-    """Largest summed RSS and PSS of this process tree while the block runs."""
-
-    def __init__(self, interval: float = 0.1):
-        import psutil
-
-        self.process = psutil.Process()
-        self.interval = interval
-        self.peak_rss = self.peak_pss = 0
-        self._stop = threading.Event()
-
-    def _sample(self) -> tuple[int, int]:
-        rss = pss = 0
-        for proc in [self.process, *self.process.children(recursive=True)]:
-            with contextlib.suppress(Exception):  # a child that just exited
-                info = proc.memory_full_info()
-                rss += info.rss
-                pss += info.pss
-        return rss, pss
-
-    def _update(self) -> None:
-        rss, pss = self._sample()
-        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self._update()
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._update()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def documents(pubtator: Path) -> list[str]:

@@ -28,10 +28,11 @@ import math
 import platform
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from benchmarks.process_sampling import GpuBusy
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBTATOR = ROOT.parent / "shared/data/pubmed-sample/CDR_TrainingSet.PubTator.txt"
@@ -41,42 +42,6 @@ PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 BERT_BASE = dict(
     hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
 )
-
-
-class GpuBusy:
-    """Mean GPU utilisation (NVML) while the block runs; None without a GPU or NVML."""
-
-    def __init__(self, interval: float = 0.1):
-        self.samples: list[int] = []
-        self.interval = interval
-        self._stop = threading.Event()
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-            self._read = lambda: pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu
-        except Exception:  # no NVML library or no GPU: the figure is reported as absent
-            self._read = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.samples.append(self._read())
-
-    def __enter__(self):
-        if self._read is not None:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._read is not None:
-            self._thread.join()
-
-    @property
-    def percent(self) -> float | None:
-        return sum(self.samples) / len(self.samples) if self.samples else None
 
 
 def build_model(directory: Path, tiny: bool) -> Path:

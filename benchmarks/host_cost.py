@@ -35,11 +35,11 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from benchmarks.gpu_suite import build_corpus, sample_documents
+from benchmarks.process_sampling import TreeCpu
 
 ROOT = Path(__file__).resolve().parents[1]
 DENSITIES = {"mostly O": 0.002, "realistic": 0.1}
@@ -47,75 +47,6 @@ DENSITIES = {"mostly O": 0.002, "realistic": 0.1}
 # them; the rest is the driver and Ray's daemons and system actors, a fixed cost per
 # node that a 2-core machine feels and a 16-core GPU node hardly does.
 STAGE_ROLES = ("MapBatches", "ReadFiles", "ListFiles", "FooterReader")
-
-
-class TreeCpu:
-    """CPU-seconds (user + system) of a process and all its descendants, polled."""
-
-    def __init__(self, pid: int, interval: float = 0.2):
-        import psutil
-
-        self.root = psutil.Process(pid)
-        self.seen: dict[tuple[int, float], float] = {}
-        self.names: dict[tuple[int, float], str] = {}
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        import psutil
-
-        try:
-            processes = [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:
-            return
-        for process in processes:
-            try:
-                key = (process.pid, process.create_time())
-                times = process.cpu_times()
-                self.seen[key] = times.user + times.system
-                # Read again each time: Ray retitles a worker (ray::TokenizeStage...) once
-                # it has a task, and an idle one again.
-                role = _role(process)
-                if key not in self.names or not role.startswith(("ray::IDLE", "?")):
-                    self.names[key] = role
-            except psutil.Error:
-                continue  # ended between listing and reading: its last poll counts
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._poll()
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return sum(self.seen.values())
-
-    def by_role(self) -> dict[str, float]:
-        roles: dict[str, float] = {}
-        for key, seconds in self.seen.items():
-            role = self.names.get(key, "?")
-            roles[role] = roles.get(role, 0.0) + seconds
-        return {k: round(v, 1) for k, v in sorted(roles.items(), key=lambda kv: -kv[1])}
-
-
-def _role(process) -> str:
-    """What a process of the tree is for: its Ray title, else its program and module."""
-    try:
-        command = process.cmdline()
-    except Exception:  # psutil.Error, but psutil is imported lazily
-        return "?"
-    if not command:
-        return process.name()
-    title = command[0]
-    if title.startswith("ray::"):
-        return title.split(".")[0][:60]
-    words = [w for w in command[1:] if not w.startswith("-")]
-    name = Path(title).name
-    if "python" in name and "-m" in command:
-        return f"python -m {command[command.index('-m') + 1]}"
-    return f"{name} {Path(words[0]).name if words else ''}".strip()[:60]
 
 
 def biased_model(directory: Path, entity_share: float) -> Path:
@@ -185,10 +116,10 @@ def run_job(tree: Path, model: Path, corpus: Path, output: Path, overrides=()) -
                "remove_stale=false", *overrides]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    cpu = TreeCpu(proc.pid)
-    log, _ = proc.communicate()
+    with TreeCpu(proc.pid) as cpu:
+        log, _ = proc.communicate()
     wall = time.perf_counter() - started
-    cpu_s = cpu.stop()
+    cpu_s = cpu.total
     if proc.returncode != 0:
         raise SystemExit(f"jobs.annotate in {tree} failed:\n{log.decode()[-3000:]}")
     summary = json.loads((output / "_manifest.json").read_text())["summary"]

@@ -8,7 +8,7 @@ model biased to ``O``), each on a new local Ray cluster: once with Ray's default
 object store (``object_store_mb=0``: 30% of RAM) and once with ``--store-mb``.
 
 Memory is the summed PSS of the job's process tree, split by role
-(``benchmarks.process_memory``, as in ``benchmarks.scale_100x``).
+(``benchmarks.process_sampling``, as in ``benchmarks.scale_100x``).
 
 Prints, for each peer, its wall time and peak, the processes by role at the peak
 (PSS, of which object store), and the ratios between the peers.
@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.host_cost import biased_model
-from benchmarks.process_memory import print_peak
+from benchmarks.process_sampling import print_peak
 from benchmarks.scale_100x import exactly_once, run_job, write_corpus
 
 

@@ -15,7 +15,7 @@ Each size runs ``python -m jobs.annotate`` (configs/annotate_cpu.yaml) in a chil
 process, so the figure includes Ray's start-up as a user pays it. Memory is the
 peak of the summed PSS of that process and all its descendants (the local Ray
 cluster it starts: GCS, raylet, workers), sampled every 10 s by default
-(``benchmarks.process_memory``, which says why not every second); PSS counts a
+(``benchmarks.process_sampling``, which says why not every second); PSS counts a
 page shared by several processes (the object store) once, where summed RSS counts
 it in each. The processes at the peak
 are printed by role, with the object-store share of each. The sampler's own CPU
@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.annotate_throughput import PUBTATOR
 from benchmarks.host_cost import biased_model
-from benchmarks.process_memory import RoleSampler, print_peak
+from benchmarks.process_sampling import RoleSampler, print_peak
 from corpora.pubtator import read_pubtator
 
 ROOT = Path(__file__).resolve().parents[1]
