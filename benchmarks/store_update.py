@@ -7,7 +7,7 @@ per row, a fake model fingerprint), sorted by doc_id and capped at
 ``--target-file-mb`` per file as the job writes it, then times, each on a fresh copy:
 
 - ``rewrite``: overwriting the whole table with N rows (what a full re-annotation commits);
-- ``new``: U new documents (ids past the stored ones), through :func:`annotation.store.commit`;
+- ``new``: U new documents (ids past the stored ones), through :func:`annotation.commit.commit`;
 - ``clustered``: U/2 edited recent documents and U/2 new ones;
 - ``scattered``: U edits at uniformly random ids.
 
