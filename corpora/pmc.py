@@ -355,7 +355,10 @@ def read_articles(data: bytes, name: str, keep=frozenset()) -> list[tuple[dict[s
     try:
         root = etree.fromstring(data, etree.XMLParser(**_PARSER_OPTIONS))
     except etree.XMLSyntaxError as err:
-        raise PmcXmlError(name, f"malformed XML: {err}") from err
+        where = re.sub(r" \(<string>, line \d+\)$", "", str(err))  # the position is in the message
+        if "encoding" in where or "UTF-8" in where:  # UTF-8 unless the declaration names another
+            raise PmcXmlError(name, f"bytes not in the declared encoding: {where}") from err
+        raise PmcXmlError(name, f"malformed XML: {where}") from err
     if root.tag == "article":
         articles = [root]
     elif root.tag == "pmc-articleset":
