@@ -232,9 +232,8 @@ class _ArticleReader:
         lines: list[str] = []
         if caption is not None:
             self.blocks(caption, lines, floats, [], skip=("title",))
-        for (
-            child
-        ) in element:  # a group's floats; a file's own paragraphs (no table cells, graphics)
+        # A group's floats, a file's own paragraphs; not table cells or graphics.
+        for child in element:
             if _name(child) in FLOATS:
                 floats.append(child)
             elif _name(child) == "p":
