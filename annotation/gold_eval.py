@@ -6,6 +6,7 @@ jobs.annotate would (``text_columns=[title, abstract]``, separator ``" "``, so
 offsets are into ``title + " " + abstract``), and the output's ``entities`` are
 matched against the gold (:mod:`corpora.gold_metrics`). What is scored is what users
 get. The reports (Markdown, JSON, CSV, PNG) are written by :func:`write_reports`.
+:class:`EvaluateConfig` is jobs.evaluate's config.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import pyarrow.parquet as pq
+from pydantic import Field, field_validator, model_validator
 
 from annotation.config import AnnotateConfig
 from annotation.run import RunSummary, run_annotate
-from corpora.gold import GoldDocument, Span
+from corpora.gold import GOLD_FORMATS, GoldDocument, Span
 from corpora.gold_metrics import (
     MICRO,
     Counts,
@@ -30,10 +33,74 @@ from corpora.gold_metrics import (
 )
 from corpora.pubtator import SEPARATOR, write_parquet
 from ner import columns as C
-from plumbing.config import load_config
+from ner.viterbi import DECODINGS
+from plumbing.config import ConfigError, JobConfig, load_config
 
 ID, TITLE, ABSTRACT = "pmid", "title", "abstract"  # corpora.pubtator.write_parquet's columns
 PRECISION_TARGET = 0.9
+
+
+class EvaluateConfig(JobConfig):
+    """Settings of jobs.evaluate: a CRAFT split, or a gold corpus through the annotation job."""
+
+    model: str = Field(description="model directory or hub id")
+    split: str = Field("devel", description="CRAFT: train, devel or test")
+    data_dir: str | None = Field(
+        None, description="CRAFT-IOB folder (only the scored split is needed)"
+    )
+    out: str | None = Field(
+        None, description="output folder (default: <model>/eval-<split or gold file>)"
+    )
+    batch_size: int = Field(64, description="CRAFT: sentences per batch", ge=1)
+    max_sentences: int | None = Field(None, description="CRAFT: only the first N sentences")
+    spans: bool = Field(
+        False, description="CRAFT: also score spans through the annotation job, in <out>/spans"
+    )
+    update_model_card: bool = Field(
+        False,
+        description="CRAFT devel: write each type's lowest score threshold reaching 0.9 "
+        "precision into the model directory's README.md",
+    )
+    gold: str | None = Field(None, description="gold corpus: PubTator file, or BioC XML (.xml)")
+    format: Literal[("auto", *GOLD_FORMATS)] = Field("auto", description="gold file format")
+    types: Any = Field(
+        None,
+        description="gold type -> model type or '-' (not scored): a mapping "
+        "{Chemical: Chemical, Disease: '-'}, or a YAML file of one",
+    )
+    annotate_config: str | None = Field(
+        None, description="jobs.annotate YAML for the annotation run"
+    )
+    decoding: Literal[DECODINGS] | None = Field(
+        None, description="for spans and word tags alike (default: annotate_config's, else viterbi)"
+    )
+    annotate: dict[str, Any] = Field(
+        {},
+        description="jobs.annotate keys for the annotation run, over annotate_config and "
+        "decoding: annotate.KEY=VALUE",
+    )
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The annotation run's keys over its config file: ``annotate.*``, then ``decoding``.
+
+        ``decoding`` goes in only when given: a default here would hide the file's.
+        """
+        return ({"decoding": self.decoding} if self.decoding else {}) | self.annotate
+
+    @field_validator("types")
+    @classmethod
+    def _mapping_or_file(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str | dict):
+            return value
+        raise ConfigError(f"types: expected a mapping or a YAML file, got {value!r}")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvaluateConfig:
+        if self.update_model_card and (self.gold or self.split != "devel"):
+            raise ConfigError("update_model_card scores the CRAFT devel split; drop gold")
+        load_config(AnnotateConfig, self.annotate_config, self.overrides)  # its errors, now
+        return self
 
 
 @dataclass
@@ -49,9 +116,9 @@ def gold_annotate_config(
     model: str,
     work_dir: str | Path,
     config_path: str | None = None,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[str] | Mapping[str, Any] = (),
 ) -> AnnotateConfig:
-    """jobs.annotate's config (a YAML file and ``key=value`` overrides) for the gold documents.
+    """jobs.annotate's config (a YAML file and overrides) for the gold documents.
 
     Input, output, model, id and text columns and the separator are fixed here:
     they are what makes the offsets comparable with the gold's.
@@ -201,7 +268,7 @@ def plot_curves(curves: Mapping[str, Sequence[dict]], path: Path, title: str) ->
     plt.close(fig)
 
 
-def effective_decoding(annotate_config: str | None, overrides: list[str]) -> str:
+def effective_decoding(annotate_config: str | None, overrides: Mapping[str, Any]) -> str:
     """The decoding the annotation run's spans use, so that CRAFT's word tags use it too."""
     return load_config(AnnotateConfig, annotate_config, overrides).decoding
 
@@ -212,7 +279,7 @@ def model_card_section(split: str, curves) -> str:
         "## Score thresholds\n\n"
         f"Per type, the lowest span score at which {split} precision (strict spans, "
         "through the annotation job) reaches 0.9, written by `jobs.evaluate "
-        "--update-model-card`; spans scoring below it can be dropped.\n\n"
+        "update_model_card=true`; spans scoring below it can be dropped.\n\n"
         + thresholds_table(curves)
         + "\n"
     )

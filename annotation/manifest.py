@@ -28,7 +28,7 @@ def build_manifest(config, fingerprint: str, inputs: list, summary) -> dict:
         "run_id": summary.run_id,
         "model_name": config.model,
         "model_fingerprint": fingerprint,
-        "config": asdict(config),
+        "config": config.model_dump(),
         "inputs": [asdict(item) for item in inputs],
         "summary": {
             k: v for k, v in asdict(summary).items() if k not in ("files", "rejected_files")

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pydantic import Field, model_validator
 
 from annotation.cluster import init_ray
 from annotation.config import CONTENT_HASH
@@ -41,7 +42,7 @@ from corpora.pubmed_xml import CITATION_SCHEMA, DELETION_SCHEMA, PubmedXmlError,
 from corpora.writer import safe_stem
 from ner import columns as C
 from plumbing.atomic import atomic_write, write_json_atomic
-from plumbing.config import ConfigError, option
+from plumbing.config import ConfigError, JobConfig
 
 HASHED_COLUMNS = ["title", "abstract"]
 FILE_SCHEMA = CITATION_SCHEMA.append(pa.field(CONTENT_HASH, pa.string(), nullable=False))
@@ -50,28 +51,39 @@ REPORT = "_report.json"
 SUFFIXES = (".xml.gz", ".xml")
 
 
-@dataclass
-class PubmedToParquetConfig:
+class PubmedToParquetConfig(JobConfig):
     """Settings of jobs.pubmed_to_parquet."""
 
-    input: list[str] = option([], "PubMed XML files (.xml, .xml.gz) or directories of them")
-    output: str = option("outputs/pubmed", "output directory: citations/, deletions/, _report.json")
-    row_group_rows: int = option(
-        5000, "citations per Parquet row group: a task holds about this many rows at once"
+    input: list[str] = Field(
+        [], description="PubMed XML files (.xml, .xml.gz) or directories of them"
     )
-    task_num_cpus: float = option(1.0, "CPUs reserved per file task (parsing is CPU-bound)")
-    concurrency: int = option(0, "files converted at once at most; 0 = as the cluster's CPUs allow")
-    ray_address: str = option("", "Ray cluster address; empty = RAY_ADDRESS or a new local cluster")
-    num_cpus: int = option(0, "CPUs of a new local cluster (0 = all)")
-    dashboard: bool = option(True, "start Ray's dashboard with a new local cluster")
-    progress_bars: bool = option(True, "show Ray Data's progress bars")
-    verbose: bool = option(False, "show Ray's own log lines on the console")
+    output: str = Field(
+        "outputs/pubmed", description="output directory: citations/, deletions/, _report.json"
+    )
+    row_group_rows: int = Field(
+        5000,
+        description="citations per Parquet row group: a task holds about this many rows at once",
+        ge=1,
+    )
+    task_num_cpus: float = Field(
+        1.0, description="CPUs reserved per file task (parsing is CPU-bound)", gt=0
+    )
+    concurrency: int = Field(
+        0, description="files converted at once at most; 0 = as the cluster's CPUs allow", ge=0
+    )
+    ray_address: str = Field(
+        "", description="Ray cluster address; empty = RAY_ADDRESS or a new local cluster"
+    )
+    num_cpus: int = Field(0, description="CPUs of a new local cluster (0 = all)")
+    dashboard: bool = Field(True, description="start Ray's dashboard with a new local cluster")
+    progress_bars: bool = Field(True, description="show Ray Data's progress bars")
+    verbose: bool = Field(False, description="show Ray's own log lines on the console")
 
-    def check(self) -> None:
+    @model_validator(mode="after")  # also when `input` is left at its default
+    def _some_input(self) -> PubmedToParquetConfig:
         if not self.input:
             raise ConfigError("input must name at least one PubMed XML file or directory")
-        if self.row_group_rows < 1 or self.task_num_cpus <= 0 or self.concurrency < 0:
-            raise ConfigError("row_group_rows >= 1, task_num_cpus > 0 and concurrency >= 0")
+        return self
 
 
 def file_stem(path: str) -> str:
@@ -246,7 +258,6 @@ def build_pubmed_dataset(config: PubmedToParquetConfig, files: list[str]):
 def run_pubmed_to_parquet(config: PubmedToParquetConfig) -> PubmedSummary:
     """List the files, convert them on Ray Data, write ``_report.json`` last."""
     started = time.perf_counter()
-    config.check()
     filesystem, files = list_pubmed_files(config.input)
     scheme = "" if isinstance(filesystem, pafs.LocalFileSystem) else f"{filesystem.type_name}://"
     init_ray(
@@ -262,7 +273,7 @@ def run_pubmed_to_parquet(config: PubmedToParquetConfig) -> PubmedSummary:
     summary.wall_s = time.perf_counter() - started
     out_fs, root = resolve_filesystem(config.output)
     report = {
-        "config": asdict(config),
+        "config": config.model_dump(),
         "totals": {k: summary.total(k) for k in ("citations", "without_abstract", "deletions")},
         "bad_files": [{"path": f["path"], "reason": f["error"]} for f in summary.bad_files],
         "files": summary.files,

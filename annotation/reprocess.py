@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -144,7 +144,7 @@ def run_reprocess(
     current = load_current(config.input) if config.pubmed else None  # PubMed's current state
     described = current.describe() if current else ""
     prepared = prepare_run(
-        replace(config, input=current.files) if current else config, staging.location
+        config.model_copy(update={"input": current.files}) if current else config, staging.location
     )
     fingerprint = prepared.fingerprint
     settings = {name: getattr(config, name) for name in ROW_SETTINGS}

@@ -58,14 +58,14 @@ def output_filesystem(
 def prepare_run(
     config: AnnotateConfig, output: str, filesystem: pafs.FileSystem | None = None
 ) -> PreparedRun:
-    """Check the config, the inputs (footers only), the output and the model, before Ray starts.
+    """Check the inputs (footers only), the output and the model, before Ray starts.
 
     ``filesystem``: where the inputs are, when their URIs alone do not say how to
     reach them (a store's staging area, with its storage options). Fails with
     :class:`~plumbing.config.ConfigError`, :class:`~corpora.corpus.InputError` or
-    :class:`~ner.model.ModelNotFoundError` naming the file, column or model.
+    :class:`~ner.model.ModelNotFoundError` naming the file, column or model. The config
+    itself was checked when it was built.
     """
-    config.check()
     out_fs, out_root = output_filesystem(output, filesystem)
     filesystem, files = expand_inputs(config.input, filesystem)
     inputs = validate_inputs(

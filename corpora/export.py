@@ -16,7 +16,7 @@ enough: it cannot tell where the title ends.
 Types: our ``Gene`` label is Gene Ontology *cellular component* (CRAFT's GO),
 while other tools' "Gene" means a gene or gene product (our ``Protein``), so
 labels are exported through an explicit map, :data:`DEFAULT_TYPE_MAP`, whose
-names cannot be misread; ``--type-map LABEL=NAME`` overrides entries.
+names cannot be misread; ``type_map.LABEL=NAME`` overrides entries.
 
 PubTator lines must stay lines: tab and the characters ``str.splitlines`` breaks
 on (LF, CR, VT, FF, U+001C-U+001E, U+0085, U+2028, U+2029) become spaces in titles,
@@ -29,17 +29,19 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Literal, TextIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from corpora.pubtator import TitledDocument
 from ner import columns as C
 from ner.windowing import join_text
+from plumbing.config import JobConfig
 
 DEFAULT_TYPE_MAP = {
     "Chemical": "Chemical",  # ChEBI
@@ -57,15 +59,30 @@ class ExportError(ValueError):
     """Annotations that cannot be exported as asked; the message says what to change."""
 
 
-def parse_type_map(items: Sequence[str], base: dict[str, str] | None = None) -> dict[str, str]:
-    """``["Gene=CellularComponent"]`` over :data:`DEFAULT_TYPE_MAP` (or ``base``)."""
-    mapping = dict(DEFAULT_TYPE_MAP if base is None else base)
-    for item in items:
-        label, sep, name = item.partition("=")
-        if not sep or not label.strip() or not name.strip():
-            raise ExportError(f"--type-map {item!r} is not LABEL=NAME")
-        mapping[label.strip()] = name.strip()
-    return mapping
+def export_type_map(changes: Mapping[str, str]) -> dict[str, str]:
+    """``{"Gene": "CellularComponent"}`` over :data:`DEFAULT_TYPE_MAP`."""
+    return DEFAULT_TYPE_MAP | dict(changes)
+
+
+class ExportConfig(JobConfig):
+    """Settings of jobs.export."""
+
+    annotations: str = Field(description="the annotation job's output directory")
+    out: str = Field(description="file to write")
+    format: Literal["pubtator", "bioc"] = Field("pubtator", description="pubtator or bioc")
+    input: list[str] | None = Field(
+        None,
+        description="annotation input Parquet, for texts the output lacks "
+        "(default: the inputs the run's _manifest.json names)",
+    )
+    id_column: str | None = Field(
+        None, description="input id column (default: the run's, else pmid)"
+    )
+    type_map: dict[str, str] = Field(
+        {},
+        description="exported type names by label, over the defaults: "
+        "{Gene: CellularComponent}, or type_map.LABEL=NAME",
+    )
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,7 @@ def to_document(
             )
         label = entity["label"]
         if label not in type_map:
-            raise ExportError(f"label {label!r} has no export name: add --type-map {label}=NAME")
+            raise ExportError(f"label {label!r} has no export name: add type_map.{label}=NAME")
         score = float(entity["score"]) if entity["score"] is not None else float("nan")
         document.mentions.append(Mention(start, end, entity["text"], type_map[label], label, score))
     return document
@@ -143,7 +160,7 @@ def read_documents(
             if not input_files:
                 raise ExportError(
                     f"{path} has no {' and '.join(text_columns)} columns: annotate with "
-                    f"passthrough=[{','.join(text_columns)}], or give --input (the annotation "
+                    f"passthrough=[{','.join(text_columns)}], or give input= (the annotation "
                     "job's input Parquet) to join the texts by id; include_text alone cannot "
                     "tell where the title ends"
                 )

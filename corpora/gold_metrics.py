@@ -28,23 +28,20 @@ class TypeMapError(ValueError):
     """A type mapping that is malformed or does not cover the corpus' types."""
 
 
-def parse_type_map(spec: str) -> dict[str, str | None]:
-    """``Chemical=Chemical,Disease=-`` or a YAML file ``{gold type: model type or "-"}``.
+def parse_type_map(spec: str | Mapping[str, str | None]) -> dict[str, str | None]:
+    """``{gold type: model type or "-"}``, given as a mapping or as a YAML file of one.
 
     ``None`` stands for a gold type that is not scored.
     """
-    if spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
-        loaded = yaml.safe_load(Path(spec).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise TypeMapError(f"{spec}: expected a mapping of gold type -> model type")
-        pairs = [(str(k), "-" if v is None else str(v)) for k, v in loaded.items()]
-    else:
-        pairs = []
-        for item in filter(None, (p.strip() for p in spec.split(","))):
-            gold, sep, model = item.partition("=")
-            if not sep or not gold.strip() or not model.strip():
-                raise TypeMapError(f"type mapping {item!r} is not GOLD=MODEL or GOLD=-")
-            pairs.append((gold.strip(), model.strip()))
+    if isinstance(spec, str):
+        path = Path(spec)
+        if not path.is_file():
+            raise TypeMapError(f"type map file {path} not found")
+        # A types table read with the gold corpus: data, not a job's config.
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(spec, dict):
+            raise TypeMapError(f"{path}: expected a mapping of gold type -> model type")
+    pairs = [(str(k), IGNORE if v is None else str(v)) for k, v in spec.items()]
     return {gold: None if model == IGNORE else model for gold, model in pairs}
 
 

@@ -10,8 +10,20 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
+
+from plumbing.config import JobConfig
 
 SEPARATOR = " "  # between title and abstract: PubTator's offsets run over both
+
+
+class PubtatorToParquetConfig(JobConfig):
+    """Settings of jobs.pubtator_to_parquet."""
+
+    pubtator: str = Field(description="PubTator file (title and abstract lines per PMID)")
+    out_dir: str = Field(description="output directory for the Parquet files")
+    files: int = Field(1, description="number of Parquet files", ge=1)
+    copies: int = Field(1, description="repeat the corpus this many times", ge=1)
 
 
 @dataclass

@@ -1,32 +1,32 @@
 """Score a token-classification model on a CRAFT split, or on any PubTator/BioC gold corpus.
 
-    python -m jobs.evaluate --model DIR [--split devel] [--spans] [--update-model-card] [--out DIR]
-    python -m jobs.evaluate --model DIR --gold FILE [--types Chemical=Chemical,Disease=-] [--out DIR]
-        [--annotate-config YAML] [key=value ...]
+    python -m jobs.evaluate model=DIR [split=devel] [spans=true] [update_model_card=true] [out=DIR]
+    python -m jobs.evaluate model=DIR gold=FILE ["types={Chemical: Chemical, Disease: '-'}"]
+        [out=DIR] [annotate_config=YAML] [annotate.KEY=VALUE ...]
 
 CRAFT (word level, seqeval): metrics.json, scores.md,
-per_type_f1.png. ``--spans`` also runs the split, sentences joined into documents,
-through the annotation job and scores its spans (below) in OUT/spans; ``--update-model-card``
+per_type_f1.png. ``spans=true`` also runs the split, sentences joined into documents,
+through the annotation job and scores its spans (below) in OUT/spans; ``update_model_card=true``
 (devel) then writes each type's lowest score threshold reaching 0.9 precision
 into the model directory's README.md.
 
-Gold (``--gold``, PubTator or BioC XML, offsets into title + " " + abstract): the
-documents go through the annotation job itself (``--annotate-config``, ``key=value``)
+Gold (``gold=``, PubTator or BioC XML, offsets into title + " " + abstract): the
+documents go through the annotation job itself (``annotate_config``, ``annotate.KEY=VALUE``)
 and its spans are matched one-to-one against the gold, strict and lenient, P/R/F1
 per type and micro (README, "Evaluate on your own gold corpus"). Malformed gold
 exits with code 2 and names the file and line. Decoding, for spans and word tags
-alike: ``decoding=``, else ``--decoding``, else the config file's, else viterbi.
+alike: ``annotate.decoding=``, else ``decoding=``, else the config file's, else viterbi.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 from annotation.gold_eval import (
+    EvaluateConfig,
     annotate_gold,
     effective_decoding,
     gold_annotate_config,
@@ -38,8 +38,7 @@ from corpora.corpus import InputError
 from corpora.gold import GoldFormatError, iob_documents, read_gold
 from ner.labels import UnknownLabelError, canonical_type
 from ner.model import ModelNotFoundError, load_classifier
-from ner.viterbi import DECODINGS
-from plumbing.config import ConfigError
+from plumbing.config import ConfigError, parse_job_args
 from training.craft import CraftDataMissingError, read_iob_file, resolve_data_dir
 from training.evaluate import plot_per_type_f1, score
 from training.export import update_model_card
@@ -48,39 +47,18 @@ from training.metrics import per_type_table
 ERRORS = (CraftDataMissingError, ModelNotFoundError, UnknownLabelError, GoldFormatError, gm.TypeMapError, ConfigError, InputError, FileNotFoundError)  # fmt: skip
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--model", required=True, help="model directory or hub id")
-    parser.add_argument("--split", default="devel", help="CRAFT: train, devel or test")
-    parser.add_argument("--data-dir", help="CRAFT-IOB folder (only the scored split is needed)")
-    parser.add_argument("--out", help="output folder (default: <model>/eval-<split or gold>)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-sentences", type=int, help="CRAFT: only the first N sentences")
-    for flag, what in (("--spans", "CRAFT: also score spans"), ("--update-model-card", "above")):
-        parser.add_argument(flag, action="store_true", help=what)
-    parser.add_argument("--gold", help="gold corpus: PubTator file, or BioC XML (.xml)")
-    parser.add_argument("--format", default="auto", help="auto, pubtator or bioc")
-    parser.add_argument("--types", help="gold->model types, 'A=A,B=-', or a YAML file")
-    parser.add_argument("--annotate-config", help="jobs.annotate YAML for the annotation run")
-    parser.add_argument("--decoding", choices=DECODINGS, help="default: the config file's")
-    parser.add_argument("overrides", nargs="*", help="annotation config key=value overrides")
-    args = parser.parse_args(argv)
-    if args.decoding:  # given, it beats the file; a default here would hide the file's
-        args.overrides = [f"decoding={args.decoding}", *args.overrides]
-    return args
+def parse_args(argv) -> EvaluateConfig:
+    return parse_job_args(EvaluateConfig, argv, "python -m jobs.evaluate", __doc__)
 
 
-def score_documents(args, documents, type_map, out: Path, title: str) -> dict:
+def score_documents(args, documents, type_map, out: Path, title: str, overrides=None) -> dict:
     """Annotate gold documents with the annotation job, match, write the reports."""
     started = time.perf_counter()
     resolved = gm.resolve_type_map(
         type_map, {m.type for d in documents for m in d.mentions}, canonical_type
     )
-    config = gold_annotate_config(args.model, out / "work", args.annotate_config, args.overrides)
+    overrides = args.overrides if overrides is None else overrides
+    config = gold_annotate_config(args.model, out / "work", args.annotate_config, overrides)
     run = annotate_gold(documents, config)
     gold, predicted = gm.project(
         [m for d in documents for m in d.mentions], run.predictions, resolved
@@ -100,7 +78,7 @@ def score_documents(args, documents, type_map, out: Path, title: str) -> dict:
 
 def evaluate_gold(args) -> int:
     documents, gold = read_gold(args.gold, args.format), Path(args.gold)
-    type_map = gm.parse_type_map(args.types) if args.types else None
+    type_map = gm.parse_type_map(args.types) if args.types is not None else None
     out = Path(args.out or Path(args.model) / f"eval-{gold.stem}")
     score_documents(args, documents, type_map, out, f"{Path(args.model).name} on {gold.name}")
     return 0
@@ -112,12 +90,12 @@ def evaluate_craft(args) -> int:
     loaded = load_classifier(args.model)
     sentences = split.sentences[: args.max_sentences]
     tokens, tags = [s.tokens for s in sentences], [s.tags for s in sentences]
-    args.decoding = effective_decoding(args.annotate_config, args.overrides)
-    metrics = score(loaded, tokens, tags, args.split, args.batch_size, args.decoding)
+    decoding = effective_decoding(args.annotate_config, args.overrides)
+    metrics = score(loaded, tokens, tags, args.split, args.batch_size, decoding)
     out = Path(args.out or Path(args.model) / f"eval-{args.split}")
     out.mkdir(parents=True, exist_ok=True)
     record = {"model": args.model, "fingerprint": loaded.fingerprint, "split": args.split}
-    record |= {"decoding": args.decoding, "metrics": metrics}
+    record |= {"decoding": decoding, "metrics": metrics}
     (out / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     table = per_type_table(metrics, prefix=args.split)
     (out / "scores.md").write_text(f"# {args.model} on {args.split}\n\n{table}\n")
@@ -126,8 +104,10 @@ def evaluate_craft(args) -> int:
     print(f"{table}\nwrote {out}/metrics.json, scores.md, per_type_f1.png")
     if args.spans or args.update_model_card:
         documents = iob_documents(list(zip(tokens, tags, strict=True)), args.split)
-        args.overrides.insert(0, "word_unit=whitespace")  # CRAFT's tokens are its words
-        curves = score_documents(args, documents, None, out / "spans", f"{title} (spans)")
+        overrides = {"word_unit": "whitespace"} | args.overrides  # CRAFT's tokens are its words
+        curves = score_documents(
+            args, documents, None, out / "spans", f"{title} (spans)", overrides
+        )
         if args.update_model_card:
             print(
                 f"updated {update_model_card(args.model, model_card_section(args.split, curves))}"
@@ -136,10 +116,8 @@ def evaluate_craft(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     try:
-        if args.update_model_card and (args.gold or args.split != "devel"):
-            raise ConfigError("--update-model-card scores the CRAFT devel split; drop --gold")
+        args = parse_args(argv)
         return evaluate_gold(args) if args.gold else evaluate_craft(args)
     except ERRORS as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,50 +1,42 @@
 """Export the annotation job's output as PubTator or BioC XML.
 
-python -m jobs.export ANNOTATIONS_DIR OUT_FILE [--format pubtator|bioc] [--input PARQUET ...]
-                      [--type-map LABEL=NAME ...]
+python -m jobs.export annotations=ANNOTATIONS_DIR out=OUT_FILE [format=pubtator|bioc]
+                      [input=[PARQUET, ...]] [type_map.LABEL=NAME ...]
 
 Documents are title + abstract with PubTator offsets. The texts come from the
 annotation output when it has ``title`` and ``abstract`` columns
 (``passthrough=[title,abstract]``), else from the annotation input joined by id:
-``--input``, or by default the inputs the run's ``_manifest.json`` names. Labels
+``input``, or by default the inputs the run's ``_manifest.json`` names. Labels
 are exported as GO_CellularComponent (our Gene), GeneOrGeneProduct (our Protein),
-Chemical, CellType, SequenceFeature, Taxon; ``--type-map`` changes them.
+Chemical, CellType, SequenceFeature, Taxon; ``type_map`` changes them.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 
 from annotation.manifest import read_manifest
 from corpora.corpus import expand_inputs, resolve_filesystem
 from corpora.export import (
+    ExportConfig,
     ExportError,
-    parse_type_map,
+    export_type_map,
     read_documents,
     write_bioc_xml,
     write_pubtator,
 )
 from corpora.writer import REJECTED_DIR, list_written
 from plumbing.atomic import atomic_write
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.export", description=__doc__)
-    parser.add_argument("annotations", help="the annotation job's output directory")
-    parser.add_argument("out", help="file to write")
-    parser.add_argument("--format", choices=("pubtator", "bioc"), default="pubtator")
-    parser.add_argument("--input", nargs="*", default=None, help="annotation input Parquet")
-    parser.add_argument("--id-column", help="input id column (default: the run's, else pmid)")
-    parser.add_argument(
-        "--type-map", action="append", default=[], metavar="LABEL=NAME", help="repeatable"
-    )
-    return parser.parse_args(argv)
+from plumbing.config import ConfigError, parse_job_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_job_args(ExportConfig, argv, "python -m jobs.export", __doc__)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     fs, root = resolve_filesystem(args.annotations)
     manifest = read_manifest(fs, root) or {}
     run = manifest.get("config", {})
@@ -54,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not files:
             raise ExportError(f"no annotation files in {args.annotations}")
-        type_map = parse_type_map(args.type_map)
+        type_map = export_type_map(args.type_map)
         input_files = args.input if args.input is not None else run.get("input", [])
         if input_files:
             input_files = expand_inputs(input_files)[1]

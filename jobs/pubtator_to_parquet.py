@@ -1,31 +1,34 @@
 """Convert a PubTator file (title and abstract lines per PMID) into Parquet for annotation.
 
-python -m jobs.pubtator_to_parquet PUBTATOR_FILE OUT_DIR [--files N] [--copies K]
+python -m jobs.pubtator_to_parquet pubtator=PUBTATOR_FILE out_dir=OUT_DIR [files=N] [copies=K]
 
 Writes columns ``pmid`` (string), ``title``, ``abstract`` into ``N`` files (the
-documents split evenly). ``--copies K`` repeats the corpus K times with pmids
+documents split evenly). ``copies=K`` repeats the corpus K times with pmids
 suffixed ``-1`` .. ``-K``, for throughput benchmarks on a larger corpus with unique ids.
 Gold mention lines are ignored.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from corpora.pubtator import read_pubtator, write_parquet
+from corpora.pubtator import PubtatorToParquetConfig, read_pubtator, write_parquet
+from plumbing.config import ConfigError, parse_job_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.pubtator_to_parquet", description=__doc__)
-    parser.add_argument("pubtator")
-    parser.add_argument("out_dir")
-    parser.add_argument("--files", type=int, default=1, help="number of Parquet files")
-    parser.add_argument("--copies", type=int, default=1, help="repeat the corpus this many times")
-    args = parser.parse_args(argv)
-    documents = read_pubtator(args.pubtator)
-    paths = write_parquet(documents, args.out_dir, args.files, args.copies)
-    print(f"{len(documents) * args.copies:,} documents -> {len(paths)} file(s) in {args.out_dir}")
+    try:
+        config = parse_job_args(
+            PubtatorToParquetConfig, argv, "python -m jobs.pubtator_to_parquet", __doc__
+        )
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    documents = read_pubtator(config.pubtator)
+    paths = write_parquet(documents, config.out_dir, config.files, config.copies)
+    print(
+        f"{len(documents) * config.copies:,} documents -> {len(paths)} file(s) in {config.out_dir}"
+    )
     return 0
 
 

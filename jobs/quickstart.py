@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.config import TrainConfig
 
     print("== 1/4 dataset", flush=True)
-    build_dataset.main(["--out", str(out / "dataset")])
+    build_dataset.main([f"out={out / 'dataset'}"])
 
     print("\n== 2/4 training the demo model (Ray Train, one worker with 2 CPUs)", flush=True)
     init_ray(num_cpus=2, worker_logs=True)  # the training workers print the epochs
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n== 3/4 sample corpus -> Parquet", flush=True)
     corpus = out / "pubmed-sample"
-    pubtator_to_parquet.main([args.corpus, str(corpus), "--files", "4"])
+    pubtator_to_parquet.main([f"pubtator={args.corpus}", f"out_dir={corpus}", "files=4"])
 
     print("\n== 4/4 annotating (Ray Data)", flush=True)
     annotations = out / "annotations" / "pubmed-sample"

@@ -1,23 +1,27 @@
-"""Typed job configs: a dataclass filled from YAML, then ``key=value`` overrides.
+"""Typed job configs: a pydantic model filled from YAML, then ``key=value`` overrides.
 
-Every job has one flat config dataclass whose fields carry their documentation
-in ``metadata["help"]``. Unknown keys and values of the wrong type are errors
-that name the key, so a typo never silently falls back to a default.
+Every job has one config model (:class:`JobConfig`) whose fields carry their
+documentation (``Field(description=...)``) and their constraints (``Literal``,
+bounds, validators), as ``ray.data.llm``'s ``ProcessorConfig`` does. A config is
+checked when it is built, from a file, the command line or keyword arguments;
+unknown keys, values of the wrong type and broken constraints raise
+:class:`ConfigError` naming the key, so a typo never silently falls back to a
+default. This module is the only place that reads config YAML or ``key=value``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-T = TypeVar("T")
+T = TypeVar("T", bound="JobConfig")
 
 
 class ConfigError(ValueError):
@@ -28,119 +32,172 @@ class ClusterTooSmallError(ConfigError):
     """The run asks for workers, CPUs or GPUs that the cluster does not have."""
 
 
-def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with its documentation attached."""
-    if isinstance(default, list | dict):
-        return dataclasses.field(
-            default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs
+# How pydantic's strict type errors read to a person editing a YAML file.
+EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+}
+
+
+class JobConfig(BaseModel):
+    """Base of every job's config: strict types, no unknown keys, checked when built.
+
+    Types are strict (``epochs: three`` is an error, not a default), with the
+    readings YAML needs: a float given as ``3e-5`` (a string to YAML 1.1), a number
+    or a path where a string is expected, one item where a list is expected.
+    Direct construction raises :class:`ConfigError` too, so the message is the same
+    whether a value came from a file, an override or code.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    def __init__(self, /, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise ConfigError(explain(type(self), err)) from None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _read_as_yaml(cls, value: Any, info) -> Any:
+        return _loosen(value, cls.model_fields[info.field_name].annotation)
+
+
+def _loosen(value: Any, annotation: Any) -> Any:
+    """The conversions a YAML scalar needs before the strict type check."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        members = [a for a in args if a is not type(None)]
+        return _loosen(value, members[0]) if len(members) == 1 else value
+    if origin is list:
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        return [_loosen(item, args[0]) for item in items] if args else items
+    if annotation is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads "3e-5" (no dot) as a string
+        except ValueError:
+            return value
+    if annotation is str and not isinstance(value, bool) and isinstance(value, int | float):
+        return str(value)
+    if annotation is str and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def explain(cls: type[BaseModel], err: ValidationError) -> str:
+    """pydantic's errors as this project's messages, one per key (``; ``-joined)."""
+    errors = err.errors()
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
+        return (
+            f"unknown key(s) for {cls.__name__}: {', '.join(unknown)}; "
+            f"valid keys: {', '.join(sorted(cls.model_fields))}"
         )
-    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+    missing = [str(e["loc"][0]) for e in errors if e["type"] == "missing"]
+    if missing:
+        return f"missing key(s) for {cls.__name__}: {', '.join(missing)}"
+    return "; ".join(_message(e) for e in errors)
+
+
+def _message(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
+    if kind in EXPECTED:
+        return f"{key}: expected {EXPECTED[kind]}, got {value!r}"
+    if kind == "value_error":  # a validator's own message names its keys
+        return str(ctx["error"])
+    if kind == "literal_error":
+        return f"{key} must be {ctx['expected']}, got {value!r}"
+    if kind == "greater_than_equal":
+        return f"{key} must be at least {ctx['ge']}, got {value!r}"
+    if kind == "greater_than":
+        bound = "positive" if ctx["gt"] == 0 else f"greater than {ctx['gt']}"
+        return f"{key} must be {bound}, got {value!r}"
+    if kind in ("less_than", "less_than_equal"):
+        bound = f"below {ctx['lt']}" if "lt" in ctx else f"at most {ctx['le']}"
+        return f"{key} must be {bound}, got {value!r}"
+    return f"{key}: {error['msg']}, got {value!r}"
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["lr=3e-5", "workers=2"]`` -> ``{"lr": 3e-5, "workers": 2}`` (values read as YAML)."""
+    """``["lr=3e-5", "workers=2"]`` -> ``{"lr": 3e-5, "workers": 2}`` (values read as YAML).
+
+    A dotted key sets one entry of a mapping: ``annotate.decoding=argmax`` ->
+    ``{"annotate": {"decoding": "argmax"}}``.
+    """
     parsed: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value")
         try:
-            parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from err
+        _set(parsed, key.strip(), value)
     return parsed
 
 
-def _coerce(name: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against a field annotation, converting the harmless cases."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(name, value, arg)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{name}: bad value {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            value = [value]
-        inner = args[0] if args else Any
-        return [_coerce(name, v, inner) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
-        return dict(value)
-    if annotation is Any:
-        return value
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name}: expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name}: expected an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML reads "3e-5" (no dot) as a string
-            except ValueError:
-                pass
-        raise ConfigError(f"{name}: expected a number, got {value!r}")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{name}: expected a string, got {value!r}")
-    return value
+def _set(values: dict[str, Any], key: str, value: Any) -> None:
+    """``values[key] = value``, a dotted key going into (and keeping) nested mappings."""
+    head, dot, rest = key.partition(".")
+    if not dot:
+        values[key] = value
+        return
+    if not isinstance(values.get(head), dict):
+        values[head] = {}
+    _set(values[head], rest, value)
 
 
-def build_config(cls: type[T], values: dict[str, Any]) -> T:
-    """Instantiate ``cls`` from a mapping, rejecting unknown keys and wrong types."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) for {cls.__name__}: {', '.join(unknown)}; "
-            f"valid keys: {', '.join(sorted(fields))}"
-        )
-    hints = typing.get_type_hints(cls)
-    kwargs = {key: _coerce(key, value, hints[key]) for key, value in values.items()}
-    return cls(**kwargs)
+def _merge(values: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Overrides over file values; a mapping given by dotted keys updates, not replaces."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = dict(values[key])
+            _merge(values[key], value)
+        else:
+            values[key] = value
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """A config file: a YAML mapping of key: value (an empty file is an empty mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping of key: value")
+    return loaded or {}
 
 
 def load_config(
-    cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
+    cls: type[T],
+    path: str | os.PathLike | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
 ) -> T:
-    """Read ``path`` (YAML mapping) into ``cls``, then apply ``key=value`` overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a YAML mapping of key: value")
-        values.update(loaded or {})
-    values.update(parse_overrides(overrides))
-    return build_config(cls, values)
+    """Read ``path`` (YAML mapping) into ``cls``, then apply overrides, and check it.
+
+    ``overrides`` are ``key=value`` strings, or a mapping already parsed.
+    """
+    values = read_yaml_mapping(path) if path is not None else {}
+    if not isinstance(overrides, Mapping):
+        overrides = parse_overrides(overrides)
+    _merge(values, overrides)
+    return cls(**values)
 
 
-def describe(cls: type) -> str:
-    """One line per field: name, default and help, for ``--help`` output."""
+def describe(cls: type[BaseModel]) -> str:
+    """One line per field: name, default and description, for ``--help`` output."""
     lines = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"  {f.name} (default {default!r}): {f.metadata.get('help', '')}")
+    for name, field in cls.model_fields.items():
+        default = "required" if field.is_required() else f"default {field.default!r}"
+        lines.append(f"  {name} ({default}): {field.description or ''}")
     return "\n".join(lines)
 
 
@@ -149,14 +206,14 @@ def parse_job_args(
 ) -> T:
     """The command line every job shares: ``--config FILE`` then ``key=value`` overrides.
 
-    ``--help`` lists every key of ``cls`` with its default and documentation.
+    ``--help`` lists every key of ``cls`` with its default and description.
     """
     import argparse
 
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        epilog="config keys:\n" + describe(cls),
+        epilog="config keys (key=value; a mapping's entry: key.name=value):\n" + describe(cls),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help=f"YAML file of {cls.__name__} keys")

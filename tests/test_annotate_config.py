@@ -100,13 +100,13 @@ def test_config_file_and_checks(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(AnnotateConfig, None, ["strides=3"])
     with pytest.raises(ConfigError, match="classifier_concurrency"):
-        AnnotateConfig(classifier_concurrency=[2, 1]).check()
+        AnnotateConfig(classifier_concurrency=[2, 1])
     with pytest.raises(ConfigError, match="decode_concurrency"):
-        AnnotateConfig(decode_concurrency=[0, 2]).check()
+        AnnotateConfig(decode_concurrency=[0, 2])
     with pytest.raises(ConfigError, match="word_unit"):
-        AnnotateConfig(word_unit="chars").check()
+        AnnotateConfig(word_unit="chars")
     with pytest.raises(ConfigError, match="token_budget must be at least 1"):
-        AnnotateConfig(token_budget=0).check()
+        AnnotateConfig(token_budget=0)
 
 
 def test_the_old_micro_batch_size_key_is_an_error_that_names_its_successor(tmp_path):
@@ -119,10 +119,23 @@ def test_the_old_micro_batch_size_key_is_an_error_that_names_its_successor(tmp_p
 
 def test_gpus_with_a_cpu_device_is_a_config_error():
     """The README's old GPU command: annotate_cpu.yaml's device=cpu won over num_gpus_per_actor."""
-    config = load_config(AnnotateConfig, "configs/annotate_cpu.yaml", ["num_gpus_per_actor=1"])
     with pytest.raises(ConfigError, match="num_gpus_per_actor=1 with device=cpu"):
-        config.check()
-    load_config(AnnotateConfig, "configs/annotate_gpu.yaml").check()  # GPUs on cuda: fine
-    AnnotateConfig(device="cpu", num_gpus_per_actor=0).check()
+        load_config(AnnotateConfig, "configs/annotate_cpu.yaml", ["num_gpus_per_actor=1"])
+    load_config(AnnotateConfig, "configs/annotate_gpu.yaml")  # GPUs on cuda: fine
+    AnnotateConfig(device="cpu", num_gpus_per_actor=0)
     with pytest.raises(ConfigError, match="device must be"):
-        AnnotateConfig(device="gpu").check()
+        AnnotateConfig(device="gpu")
+
+
+def test_a_bad_value_is_refused_when_the_config_is_loaded(tmp_path, capsys):
+    """Checked as it is built, not when a run prepares: no input is read, no Ray starts."""
+    path = tmp_path / "annotate.yaml"
+    path.write_text("decoding: greedy\n")
+    with pytest.raises(ConfigError, match="decoding must be 'viterbi' or 'argmax', got 'greedy'"):
+        load_config(AnnotateConfig, path)
+    with pytest.raises(ConfigError, match="min_score names unknown type"):
+        load_config(AnnotateConfig, None, ["min_score={Drug: 0.5}"])
+    from jobs.annotate import main
+
+    assert main(["--config", str(path), f"input={tmp_path / 'missing'}"]) == 2
+    assert "decoding must be 'viterbi' or 'argmax'" in capsys.readouterr().err

@@ -44,9 +44,7 @@ def test_a_named_config_exists_and_parses(document, name):
     assert path.is_file(), f"{document} names {name}, which does not exist"
     job = path.stem.split("_")[0]
     assert job in CLASSES, f"{name}: the file name should start with a job: {sorted(CLASSES)}"
-    config = load_config(CLASSES[job], path)
-    if hasattr(config, "check"):
-        config.check()
+    load_config(CLASSES[job], path)  # checked as it is built
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)

@@ -57,7 +57,7 @@ def test_build_command_is_byte_for_byte_reproducible(craft_dir, tmp_path, capsys
     digests = []
     for run in ("a", "b"):
         out = tmp_path / run
-        assert build_main(["--data-dir", str(craft_dir), "--out", str(out), "--seed", "42"]) == 0
+        assert build_main([f"data_dir={craft_dir}", f"out={out}", "seed=42"]) == 0
         digests.append(
             {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
         )

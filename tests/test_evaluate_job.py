@@ -24,8 +24,8 @@ def test_a_folder_with_only_the_scored_split_is_enough(tmp_path, tiny_model_dir,
     data.mkdir()
     write_iob(data / f"{split}.tsv", SENTENCES)  # no train.tsv
     out = tmp_path / "eval"
-    args = ["--model", str(tiny_model_dir), "--data-dir", str(data), "--split", split]
-    assert main([*args, "--out", str(out)]) == 0
+    args = [f"model={tiny_model_dir}", f"data_dir={data}", f"split={split}"]
+    assert main([*args, f"out={out}"]) == 0
     record = json.loads((out / "metrics.json").read_text())
     assert record["split"] == split and record["metrics"][f"{split}_sentences"] == 2
 
@@ -39,19 +39,19 @@ def test_the_annotate_config_files_decoding_is_used_for_spans_and_word_tags(
     (tmp_path / "devel.tsv").write_text("Aspirin\tB-CHEBI\n.\tO\n")
     config = tmp_path / "annotate.yaml"
     config.write_text("decoding: argmax\n")
-    base = ["--model", str(tiny_model_dir), "--data-dir", str(tmp_path)]
-    for flag, decoding in (([], "argmax"), (["--decoding", "viterbi"], "viterbi")):
-        args = parse_args([*base, "--annotate-config", str(config), *flag])
+    base = [f"model={tiny_model_dir}", f"data_dir={tmp_path}"]
+    for flag, decoding in (([], "argmax"), (["decoding=viterbi"], "viterbi")):
+        args = parse_args([*base, f"annotate_config={config}", *flag])
         spans = gold_annotate_config(args.model, tmp_path, args.annotate_config, args.overrides)
         assert spans.decoding == decoding, f"spans: {flag or 'no flag'}"
         out = tmp_path / f"eval-{decoding}"
-        assert main([*base, "--annotate-config", str(config), *flag, "--out", str(out)]) == 0
+        assert main([*base, f"annotate_config={config}", *flag, f"out={out}"]) == 0
         record = json.loads((out / "metrics.json").read_text())
         assert record["decoding"] == decoding, f"word tags: {flag or 'no flag'}"
 
 
 def test_a_missing_split_exits_2(tmp_path, tiny_model_dir, capsys):
-    args = ["--model", str(tiny_model_dir), "--data-dir", str(tmp_path), "--split", "devel"]
+    args = [f"model={tiny_model_dir}", f"data_dir={tmp_path}", "split=devel"]
     assert main(args) == 2
     assert f"no devel.tsv in {tmp_path}" in capsys.readouterr().err
 
@@ -61,14 +61,14 @@ def test_malformed_gold_exits_2_naming_file_and_line(tmp_path, tiny_model_dir, c
     gold.write_text(
         "1|t|Aspirin.\n1|a|It helps.\n1\t0\t7\tAspirin\tChemical\tD1\n1\t0\t99\tx\tChemical\tD1\n"
     )
-    assert main(["--model", str(tiny_model_dir), "--gold", str(gold)]) == 2
+    assert main([f"model={tiny_model_dir}", f"gold={gold}"]) == 2
     assert f"error: {gold}:4: offsets 0-99 outside document 1" in capsys.readouterr().err
 
 
 def test_an_unmapped_gold_type_exits_2(tmp_path, tiny_model_dir, capsys):
     gold = tmp_path / "gold.txt"
     gold.write_text("1|t|Asthma.\n1|a|Bad.\n1\t0\t6\tAsthma\tDisease\tD1\n")
-    assert main(["--model", str(tiny_model_dir), "--gold", str(gold)]) == 2
+    assert main([f"model={tiny_model_dir}", f"gold={gold}"]) == 2
     assert "gold type 'Disease' is not mapped" in capsys.readouterr().err
 
 
@@ -126,9 +126,10 @@ def chemical_model_dir(tmp_path_factory):
 def test_gold_corpus_end_to_end_through_the_annotation_job(ray_local, chemical_model_dir, tmp_path):
     gold = write_pubtator(tmp_path / "gold.txt")
     out = tmp_path / "eval"
-    args = ["--model", str(chemical_model_dir), "--gold", str(gold), "--out", str(out)]
-    overrides = ["progress_bars=false", "tokenize_concurrency=[1,1]", "max_length=16", "stride=4"]
-    assert main([*args, "--types", "Chemical=Chemical,Disease=-", *overrides]) == 0
+    args = [f"model={chemical_model_dir}", f"gold={gold}", f"out={out}"]
+    overrides = ["annotate.progress_bars=false", "annotate.tokenize_concurrency=[1,1]"]
+    overrides += ["annotate.max_length=16", "annotate.stride=4"]
+    assert main([*args, "types={Chemical: Chemical, Disease: '-'}", *overrides]) == 0
     for name in ("scores.md", "metrics.json", "pr_curve.csv", "pr_curve.json"):
         assert (out / name).stat().st_size > 0
     for name in ("per_type_f1.png", "pr_curve.png"):
@@ -187,6 +188,6 @@ def test_model_card_section_is_replaced_not_repeated(tmp_path):
 
 
 def test_update_model_card_needs_the_devel_split(tmp_path, tiny_model_dir, capsys):
-    args = ["--model", str(tiny_model_dir), "--split", "test", "--update-model-card"]
+    args = [f"model={tiny_model_dir}", "split=test", "update_model_card=true"]
     assert main(args) == 2
-    assert "--update-model-card scores the CRAFT devel split" in capsys.readouterr().err
+    assert "update_model_card scores the CRAFT devel split" in capsys.readouterr().err

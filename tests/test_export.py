@@ -13,7 +13,7 @@ from bioc import pubtator
 from corpora.export import (
     DEFAULT_TYPE_MAP,
     ExportError,
-    parse_type_map,
+    export_type_map,
     pubtator_block,
     read_documents,
     to_document,
@@ -26,7 +26,7 @@ from ner.windowing import join_text
 from tests.conftest import SHARED_DATA
 
 CDR = SHARED_DATA / "pubmed-sample" / "CDR_TrainingSet.PubTator.txt"
-TYPE_MAP = parse_type_map(["Disease=Disease"])  # the gold corpus' second type
+TYPE_MAP = export_type_map({"Disease": "Disease"})  # the gold corpus' second type
 
 
 def gold_rows() -> tuple[list[dict], dict[str, list[tuple]]]:
@@ -132,7 +132,7 @@ def test_empty_title_line_breaks_and_the_type_map():
         "CellType",
         "GeneOrGeneProduct",
     ]
-    renamed = to_document(row, parse_type_map(["Gene=CellularComponent"]))
+    renamed = to_document(row, export_type_map({"Gene": "CellularComponent"}))
     assert renamed.mentions[0].type == "CellularComponent"
     with pytest.raises(ExportError, match="'Gene' has no export name"):
         to_document(row, {"Cell": "CellType"})
@@ -202,7 +202,7 @@ def test_real_annotation_output_exports_to_valid_pubtator_and_bioc(
     assert entities > 0  # a random head still predicts spans
 
     # No title/abstract columns in the output: the texts are joined from the run's input.
-    assert main([str(output), str(tmp_path / "out.pubtator")]) == 0
+    assert main([f"annotations={output}", f"out={tmp_path / 'out.pubtator'}"]) == 0
     reread = pubtator.loads((tmp_path / "out.pubtator").read_text(encoding="utf-8"))
     assert len(reread) == len(documents)
     assert sum(len(d.annotations) for d in reread) == entities
@@ -215,7 +215,7 @@ def test_real_annotation_output_exports_to_valid_pubtator_and_bioc(
     annotated = pq.read_table(output, columns=[C.DOC_ID, C.TEXT]).to_pylist()
     assert all(r[C.TEXT] == texts[r[C.DOC_ID]] for r in annotated)
 
-    assert main([str(output), str(tmp_path / "out.bioc.xml"), "--format", "bioc"]) == 0
+    assert main([f"annotations={output}", f"out={tmp_path / 'out.bioc.xml'}", "format=bioc"]) == 0
     with open(tmp_path / "out.bioc.xml", encoding="utf-8") as handle:
         collection = bioc.biocxml.load(handle)
     bioc.validate(collection)

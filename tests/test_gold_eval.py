@@ -130,8 +130,8 @@ def test_iob_sentences_become_documents_with_character_offsets():
 # --- type mapping ------------------------------------------------------------
 
 
-def test_type_map_string_and_yaml(tmp_path):
-    assert parse_type_map("Chemical=Chemical, Disease=-") == {
+def test_type_map_mapping_and_yaml(tmp_path):
+    assert parse_type_map({"Chemical": "Chemical", "Disease": "-"}) == {
         "Chemical": "Chemical",
         "Disease": None,
     }
@@ -139,7 +139,7 @@ def test_type_map_string_and_yaml(tmp_path):
     path.write_text("Chemical: CHEBI\nDisease: '-'\nSpecies: Taxon\n")
     resolved = resolve_type_map(parse_type_map(str(path)), ["Chemical", "Species"], canonical_type)
     assert resolved == {"Chemical": "Chemical", "Disease": None, "Species": "Taxon"}
-    with pytest.raises(TypeMapError, match="not GOLD=MODEL"):
+    with pytest.raises(TypeMapError, match="type map file Chemical not found"):
         parse_type_map("Chemical")
 
 

@@ -180,7 +180,7 @@ def test_plan_only_prints_the_update_in_pubmeds_words(converted, tiny_model_dir,
 
 def test_pubmed_mode_needs_pmid_ids(tmp_path):
     with pytest.raises(ConfigError, match="pmid"):
-        _config([tmp_path], tmp_path / "s", tmp_path, id_column="doc").check()
+        _config([tmp_path], tmp_path / "s", tmp_path, id_column="doc")
 
 
 def _content(store: Path) -> str:

@@ -256,12 +256,12 @@ def test_config_rejects_output_and_reserved_columns():
     from plumbing.config import ConfigError
 
     with pytest.raises(ConfigError, match="output"):
-        ReprocessConfig(input=["x"], output="elsewhere").check()
+        ReprocessConfig(input=["x"], output="elsewhere")
     with pytest.raises(ConfigError, match="reserved"):
-        ReprocessConfig(input=["x"], passthrough=[CONTENT_HASH]).check()
+        ReprocessConfig(input=["x"], passthrough=[CONTENT_HASH])
     with pytest.raises(ConfigError, match="run_id"):
-        ReprocessConfig(input=["x"], run_id="../escape").check()
-    ReprocessConfig(input=["x"], store="s3://bucket/table").check()  # staging: in the store
+        ReprocessConfig(input=["x"], run_id="../escape")
+    ReprocessConfig(input=["x"], store="s3://bucket/table")  # staging: in the store
 
 
 @pytest.mark.integration

@@ -165,8 +165,8 @@ def test_evaluate_job_rescores_the_export_identically(clean_run, craft_dir, tmp_
 
     cfg, _, export_dir, best = clean_run
     out = tmp_path / "eval"
-    args = ["--model", export_dir, "--data-dir", str(craft_dir), "--out", str(out)]
-    assert evaluate_main([*args, "--max-sentences", str(cfg.max_eval_sentences)]) == 0
+    args = [f"model={export_dir}", f"data_dir={craft_dir}", f"out={out}"]
+    assert evaluate_main([*args, f"max_sentences={cfg.max_eval_sentences}"]) == 0
     record = json.loads((out / "metrics.json").read_text())
     # the same sentences scored by a different code path give the training-time figures
     assert record["metrics"]["devel_token_accuracy"] == pytest.approx(best["devel_token_accuracy"])

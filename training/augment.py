@@ -111,7 +111,7 @@ def build_lexicons(
         if not path.is_file():
             raise FileNotFoundError(
                 f"ontology {path} not found: the {kind} lexicon needs it "
-                "(UCDenver-ccp/CRAFT, concept-annotation/); pass --ontology-dir"
+                "(UCDenver-ccp/CRAFT, concept-annotation/); pass ontology_dir=DIR"
             )
         forms[kind].update(tokenize(term) for term in read_obo_terms(path, prefix))
     for kind, path in user_files.items():

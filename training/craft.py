@@ -23,7 +23,7 @@ OPTIONAL_SPLITS = ("test",)
 DATA_DIR_ENV = "CRAFT_IOB_DIR"
 DATA_SOURCE_HINT = (
     "CRAFT-IOB comes from the public repository cambridgeltl/MTL-Bioinformatics-2016, "
-    "folder data/CRAFT-IOB (train.tsv, devel.tsv, test.tsv); pass --data-dir or set "
+    "folder data/CRAFT-IOB (train.tsv, devel.tsv, test.tsv); pass data_dir=DIR or set "
     f"{DATA_DIR_ENV} to the folder holding them"
 )
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,7 +49,7 @@ def model_card(metrics: dict, history: list[dict], cfg: TrainConfig) -> str:
         for m in history
     )
     config = yaml.safe_dump(
-        {k: v for k, v in asdict(cfg).items() if k != "verbose"}, sort_keys=False
+        {k: v for k, v in cfg.model_dump().items() if k != "verbose"}, sort_keys=False
     )
     return f"""---
 library_name: transformers

@@ -14,7 +14,6 @@ import random
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import fields
 
 import numpy as np
 import ray
@@ -230,7 +229,7 @@ def evaluate(model, examples, gold_tag_ids, cfg: TrainConfig, device, autocast, 
 def train_func(config: dict) -> None:
     """Run on every Ray Train worker. ``config`` is a TrainConfig as a dict plus ``_data``."""
     setup_started = time.perf_counter()
-    cfg = TrainConfig(**{f.name: config[f.name] for f in fields(TrainConfig) if f.name in config})
+    cfg = TrainConfig(**{k: v for k, v in config.items() if k in TrainConfig.model_fields})
     if not cfg.verbose:
         quiet_worker_logs()
     context = ray.train.get_context()

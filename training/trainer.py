@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict
 
 import ray
 import ray.train
@@ -75,7 +74,7 @@ def build_trainer(cfg: TrainConfig, data: dict[str, dict[str, list]]) -> TorchTr
     check_resources(cfg)
     controller_poll_interval()
     passthrough = {k: os.environ[k] for k in (FAILPOINTS_ENV, WAIT_DIR_ENV) if k in os.environ}
-    loop_config = asdict(cfg) | {
+    loop_config = cfg.model_dump() | {
         # Ray Train workers run in their own directory: a relative model path must not
         # reach them as such (the GPU suite's `base_model=.gpu/p2/model` failed there).
         "base_model": local_or_hub(cfg.base_model),
