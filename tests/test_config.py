@@ -90,6 +90,7 @@ JOBS = {
     "train": "training.config:TrainConfig",
     "build_dataset": "training.config:BuildDatasetConfig",
     "pubmed_to_parquet": "annotation.pubmed:PubmedToParquetConfig",
+    "pmc_to_parquet": "annotation.pmc:PmcToParquetConfig",
     "pubtator_to_parquet": "corpora.pubtator:PubtatorToParquetConfig",
     "export": "corpora.export:ExportConfig",
     "evaluate": "annotation.gold_eval:EvaluateConfig",
