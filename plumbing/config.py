@@ -126,26 +126,21 @@ def _message(error: dict) -> str:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["lr=3e-5", "workers=2"]`` -> ``{"lr": 3e-5, "workers": 2}`` (values read as YAML).
-
-    A dotted key sets one entry of a mapping: ``annotate.decoding=argmax`` ->
-    ``{"annotate": {"decoding": "argmax"}}``.
-    """
+    """``["lr=3e-5", "workers=2"]`` -> ``{"lr": 3e-5, "workers": 2}`` (values read as YAML)."""
     parsed: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from err
-        _set(parsed, key.strip(), value)
     return parsed
 
 
 def _set(values: dict[str, Any], key: str, value: Any) -> None:
-    """``values[key] = value``, a dotted key going into (and keeping) nested mappings."""
+    """``values[key] = value``; a dotted key (``annotate.decoding``) sets one entry of a mapping."""
     head, dot, rest = key.partition(".")
     if not dot:
         values[key] = value
@@ -155,27 +150,6 @@ def _set(values: dict[str, Any], key: str, value: Any) -> None:
     _set(values[head], rest, value)
 
 
-def _merge(values: dict[str, Any], overrides: Mapping[str, Any]) -> None:
-    """Overrides over file values; a mapping given by dotted keys updates, not replaces."""
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = dict(values[key])
-            _merge(values[key], value)
-        else:
-            values[key] = value
-
-
-def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    """A config file: a YAML mapping of key: value (an empty file is an empty mapping)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping of key: value")
-    return loaded or {}
-
-
 def load_config(
     cls: type[T],
     path: str | os.PathLike | None = None,
@@ -183,12 +157,21 @@ def load_config(
 ) -> T:
     """Read ``path`` (YAML mapping) into ``cls``, then apply overrides, and check it.
 
-    ``overrides`` are ``key=value`` strings, or a mapping already parsed.
+    ``overrides`` are ``key=value`` strings, or a mapping of keys already parsed.
     """
-    values = read_yaml_mapping(path) if path is not None else {}
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a YAML mapping of key: value")
+        values.update(loaded or {})
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
-    _merge(values, overrides)
+    for key, value in overrides.items():
+        _set(values, key, value)
     return cls(**values)
 
 
