@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -93,6 +94,8 @@ def commit(
         elif replace_all:
             write_deltalake(base, rows, mode="overwrite", schema_mode="overwrite", **options)
         else:
+            if _older_entities(pa.schema(base.schema().to_arrow())):
+                base = evolve_entities(store, base, storage_options)
             schema = pa.schema(base.schema().to_arrow())
             source = _merge_source(rows, deleted, schema)
             (
@@ -119,6 +122,73 @@ def commit(
     except FileExistsError as err:
         raise ConcurrentCommitError(f"another run created {store} first: {err}") from err
     return _latest_version(store, storage_options)
+
+
+def _older_entities(schema: pa.Schema) -> bool:
+    """True for a table written before the entity struct gained fields (#31)."""
+    if C.ENTITIES not in schema.names:
+        return False
+    element = schema.field(C.ENTITIES).type.value_type
+    return any(element.get_field_index(name) < 0 for name in C.ENTITY_ADDED)
+
+
+def with_entity_fields(lists: pa.Array) -> pa.Array:
+    """``list<entity>`` of an older struct in :data:`~ner.columns.ENTITY_TYPE`: fields it
+    lacks are null (``section``: not known) or false (``via_abbreviation``)."""
+    values = lists.values
+    children = []
+    for field in C.ENTITY_TYPE:
+        if values.type.get_field_index(field.name) >= 0:
+            children.append(values.field(field.name).cast(field.type))
+        elif pa.types.is_boolean(field.type):
+            children.append(pa.array(np.zeros(len(values), dtype=bool)))
+        else:
+            children.append(pa.nulls(len(values), field.type))
+    struct = pa.StructArray.from_arrays(
+        children, fields=list(C.ENTITY_TYPE), mask=values.is_null() if values.null_count else None
+    )
+    return pa.ListArray.from_arrays(
+        lists.offsets,
+        struct,
+        type=pa.list_(C.ENTITY_TYPE),
+        mask=lists.is_null() if lists.null_count else None,
+    )
+
+
+def evolve_entities(
+    store: str, base: DeltaTable, storage_options: dict | None = None
+) -> DeltaTable:
+    """The table rewritten with the current entity struct, as a version of its own.
+
+    A MERGE cannot do it: casting the run's rows to the table's older struct would drop
+    the new fields, and delta-rs's ``merge_schema`` left the untouched rows' entities
+    null (deltalake 1.6). So the first update after the change streams every row once
+    into an overwrite (no run metadata: it is no run's version); the MERGE follows.
+    """
+    schema = pa.schema(base.schema().to_arrow())
+    index = schema.get_field_index(C.ENTITIES)
+    field = schema.field(index).with_type(pa.list_(C.ENTITY_TYPE))
+    target = schema.set(index, field)
+
+    dataset = base.to_pyarrow_dataset()  # opened here: delta-rs pulls the stream itself
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in dataset.to_batches():
+            columns = batch.columns
+            columns[index] = with_entity_fields(batch.column(index))
+            yield pa.RecordBatch.from_arrays(columns, schema=target)
+
+    write_deltalake(
+        base,
+        pa.RecordBatchReader.from_batches(target, batches()),
+        mode="overwrite",
+        schema_mode="overwrite",
+        storage_options=storage_options,
+        commit_properties=_properties(
+            {"craft_ner.evolution": "entity struct: section, via_abbreviation (#31)"}
+        ),
+    )
+    return DeltaTable(table_uri(store), storage_options=storage_options)
 
 
 def _merge_source(

@@ -53,6 +53,12 @@ class AnnotateConfig(JobConfig):
         description="string between text columns (a space: PubTator's title + abstract offsets)",
     )
     passthrough: list[str] = Field([], description="input columns copied unchanged to the output")
+    passages_column: str = Field(
+        "",
+        description="input column of passages (section_type, title, start, end) over the one text "
+        "column, as jobs.pmc_to_parquet writes `passages`: each entity gets its passage's section "
+        "and none spans two passages; empty = none (sections null)",
+    )
     include_text: bool = Field(False, description="also write the joined text as column `text`")
     max_length: int = Field(512, description="window length in sub-tokens, special tokens included")
     stride: int = Field(
@@ -179,6 +185,15 @@ class AnnotateConfig(JobConfig):
             raise ConfigError("text_columns must name at least one column")
         return value
 
+    @model_validator(mode="after")
+    def _passages_index_one_column(self) -> AnnotateConfig:
+        if self.passages_column and len(self.text_columns) != 1:
+            raise ConfigError(
+                f"passages_column={self.passages_column} indexes one text column; "
+                f"text_columns={self.text_columns} has {len(self.text_columns)}"
+            )
+        return self
+
     @field_validator("classifier_resources")
     @classmethod
     def _positive_amounts(cls, value: dict[str, float]) -> dict[str, float]:
@@ -203,6 +218,7 @@ ROW_SETTINGS = (
     "text_columns",
     "separator",
     "passthrough",
+    "passages_column",
     "include_text",
     "max_length",
     "stride",

@@ -57,6 +57,8 @@ def build_pipeline(
     light = config.cpu_stage_num_cpus
     read_columns = [config.id_column, *config.text_columns]
     read_columns += [c for c in config.passthrough if c not in read_columns]
+    if config.passages_column and config.passages_column not in read_columns:
+        read_columns.append(config.passages_column)
 
     def actors(concurrency: list[int]) -> ActorPoolStrategy:
         return ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
@@ -87,6 +89,7 @@ def build_pipeline(
             passthrough=[*config.passthrough, C.ROW_HASH],
             max_chars=config.max_chars,
             word_unit=config.word_unit,
+            passages_column=config.passages_column,
         ),
         batch_size=config.tokenize_batch_size,
         batch_format="pyarrow",

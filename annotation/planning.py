@@ -109,7 +109,10 @@ def _scan(config: ReprocessConfig, handle, path: str, k: int, current, texts: bo
     if texts or not own_hash:
         wanted += config.text_columns
     if texts:
-        wanted += config.passthrough
+        wanted += [
+            *config.passthrough,
+            *([config.passages_column] if config.passages_column else []),
+        ]
     if own_hash:
         wanted.append(CONTENT_HASH)
     wanted = list(dict.fromkeys(wanted))
@@ -252,6 +255,7 @@ def _stage(config, filesystem, files, todo, todo_dir: str, current, plan, stagin
                     parts.append(pa.Table.from_batches([kept]))
         table = pa.concat_tables(parts)
         order = [config.id_column, *config.text_columns, *config.passthrough, CONTENT_HASH]
+        order += [config.passages_column] if config.passages_column else []
         table = table.select(list(dict.fromkeys(order)))
         target = f"{todo_dir}/f{k:05d}-{safe_stem(path, 60)}.parquet"
         write_parquet_atomic(table.replace_schema_metadata(None), target, staging_fs)

@@ -68,9 +68,8 @@ def prepare_run(
     """
     out_fs, out_root = output_filesystem(output, filesystem)
     filesystem, files = expand_inputs(config.input, filesystem)
-    inputs = validate_inputs(
-        filesystem, files, config.id_column, config.text_columns, config.passthrough
-    )
+    others = [*config.passthrough, *([config.passages_column] if config.passages_column else [])]
+    inputs = validate_inputs(filesystem, files, config.id_column, config.text_columns, others)
     for item in inputs:
         if out_fs.type_name == filesystem.type_name and item.path.startswith(
             out_root.rstrip("/") + "/"

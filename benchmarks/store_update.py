@@ -46,6 +46,8 @@ def synthetic_entities(n: int, k: int = 3) -> pa.ListArray:
             pc.take(pa.array(["aspirin", "p53", "human"]), pa.array(cycle % 3)),
             pa.array(np.full(n * k, 0.9, np.float32)),
             pc.take(pa.array(["title", "abstract"]), pa.array(cycle % 2)),
+            pa.nulls(n * k, pa.string()),
+            pa.array(np.zeros(n * k, dtype=bool)),
         ],
         fields=list(C.ENTITY_TYPE),
     )

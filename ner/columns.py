@@ -54,6 +54,9 @@ I_PRED_SCORES = "_pred_scores"  # list<list<float32>>: softmax probability of th
 # per window content token; only when decoding is "viterbi".
 I_PRED_LOGP = "_pred_logp"
 I_N_TOKENS = "_n_tokens"
+# list<struct<section_type, title, start, end>>: the input's passages (corpora.pmc), offsets
+# into the text; only when the job names a passages column. Read by decoding, not written.
+I_PASSAGES = "_passages"
 
 ENTITY_TYPE = pa.struct(
     [
@@ -63,8 +66,16 @@ ENTITY_TYPE = pa.struct(
         pa.field("text", pa.string()),
         pa.field("score", pa.float32()),
         pa.field("column", pa.string()),
+        # The section_type of the passage the entity starts in (corpora.pmc's passages);
+        # null when the input has no passages.
+        pa.field("section", pa.string()),
+        # Labelled through an abbreviation's long form (#31 point 3); false until that
+        # step runs.
+        pa.field("via_abbreviation", pa.bool_()),
     ]
 )
+# The fields added by #31; stores written before it lack them (annotation.commit evolves).
+ENTITY_ADDED = ("section", "via_abbreviation")
 
 # Output columns the job always writes, in order; pass-through columns (and
 # ``text`` with include_text) follow ``status``.

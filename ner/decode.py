@@ -19,6 +19,8 @@
    already skip what normalisation removes (accents, control characters); a span
    end is extended over combining marks that follow it, so ``cafe`` + U+0301 is
    not cut in half. A mention scoring below its type's ``min_score`` is dropped.
+   With the input's passages (column ``_passages``), a passage start breaks a
+   mention as a column start does, and each entity names its passage's section.
 
 A batch is decoded as a whole: every list column is read as its flat Arrow values
 and row offsets, and the steps are numpy passes over all sub-tokens of the batch
@@ -87,6 +89,8 @@ class _Batch:
         self.segment_starts = F.ListColumn(table.column(C.I_SEGMENT_STARTS), C.I_SEGMENT_STARTS)
         offset = F.combined(table.column(C.I_CONTENT_OFFSET))
         self.content_offset, self.content_null = F.numbers(offset)
+        passages = table.column(C.I_PASSAGES) if C.I_PASSAGES in table.column_names else None
+        self.passages = S.Passages(None if passages is None else F.combined(passages))
 
     def check_rows(self, ok: np.ndarray, rejected: Rejections) -> np.ndarray:
         """The rows to decode, once those whose cells are missing or of unequal lengths are rejected."""
@@ -224,6 +228,8 @@ class _Batch:
         )
         breaks = np.ones(len(row), dtype=bool)
         breaks[1:] = (row[1:] != row[:-1]) | (segment[1:] != segment[:-1])
+        passage = self.passages.of(row, words["start"])  # -1 for all without passages
+        breaks[1:] |= passage[1:] != passage[:-1]  # a passage breaks mentions as a column does
         changed = None  # words relabelled to make BIO valid
         if self.logp is not None:
             words["label"], words["score"], changed = V.constrain(
@@ -255,6 +261,8 @@ class _Batch:
                 self.texts.slices(span_row, span_start, span_end),
                 pa.array(score.astype(np.float32)),
                 names.take(pa.array(column)),
+                self.passages.sections(passage[first_word]),
+                pa.array(np.zeros(len(first_word), dtype=bool)),  # set by #31 point 3's step
             ],
             fields=list(C.ENTITY_TYPE),
         )

@@ -12,6 +12,7 @@ import unicodedata
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ner.labels import ENTITY_TYPES, LABELS, OUTSIDE
 
@@ -100,6 +101,45 @@ def segment_of_words(
         has = count > k
         segment += has & (word_start >= segment_start[np.where(has, base + k, 0)])
     return segment
+
+
+class Passages:
+    """The passages of a batch's documents (``list<struct<section_type, ..., start, end>>``).
+
+    A position falls in the last passage of its row that starts at or before it:
+    one ``searchsorted`` over (row, start) keys serves the whole batch. Passages
+    are separated by a blank line that no token covers, so a word's start decides.
+    """
+
+    SHIFT = np.int64(1) << 32  # text offsets fit 32 bits (tokens' offsets are int32)
+
+    def __init__(self, lists: pa.Array | None):
+        """``lists``: one list per row of the batch; None: no passages (sections are null)."""
+        if lists is None:
+            lists = pa.array(
+                [], pa.list_(pa.struct([("start", pa.int64()), ("section_type", pa.string())]))
+            )
+        values = lists.flatten()
+        row = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+        start = values.field("start").to_numpy(zero_copy_only=False).astype(np.int64)
+        keys = row * self.SHIFT + start
+        self.order = np.argsort(keys, kind="stable")
+        self.keys, self.row = keys[self.order], row[self.order]
+        self.types = values.field("section_type").cast(pa.string()).take(pa.array(self.order))
+
+    def of(self, row: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """Per (row, position), the passage it falls in (sorted index); -1 before the first."""
+        if len(self.keys) == 0:
+            return np.full(len(row), -1, dtype=np.int64)
+        found = np.searchsorted(self.keys, row * self.SHIFT + position, side="right") - 1
+        inside = (found >= 0) & (self.row[np.maximum(found, 0)] == row)
+        return np.where(inside, found, -1)
+
+    def sections(self, passage: np.ndarray) -> pa.Array:
+        """The section types of passages found by :meth:`of`; null for -1."""
+        if len(self.types) == 0:
+            return pa.nulls(len(passage), pa.string())
+        return self.types.take(pa.array(np.maximum(passage, 0), mask=passage < 0))
 
 
 class Texts:

@@ -60,7 +60,8 @@ class TokenizeStage:
     """Documents in (id and text columns), one row per document out, with its windows.
 
     Output columns: ``doc_id`` (as a string), the pass-through columns, and the
-    internal columns listed in :mod:`ner.columns`. Documents whose text is null,
+    internal columns listed in :mod:`ner.columns` (``_passages``: the column named by
+    ``passages_column``, whose offsets index the text, so one text column). Documents whose text is null,
     empty or whitespace get status ``empty_text`` and no windows; documents that
     cannot be processed get status ``rejected`` with a reason; neither is dropped.
     """
@@ -76,6 +77,7 @@ class TokenizeStage:
         passthrough: Sequence[str] = (),
         max_chars: int = 1_000_000,
         word_unit: str = "tokenizer",
+        passages_column: str = "",
     ):
         from ner.model import load_tokenizer
 
@@ -90,6 +92,7 @@ class TokenizeStage:
         self.passthrough = list(passthrough)
         self.max_chars = max_chars
         self.word_unit = word_unit
+        self.passages_column = passages_column
         self.prefix, self.suffix = self._special_tokens()
         self.max_length = max_length
         self.content_length = max_length - len(self.prefix) - len(self.suffix)
@@ -108,6 +111,8 @@ class TokenizeStage:
         table = C.as_table(batch)
         C.require_columns(table, [self.id_column, *self.text_columns], "TokenizeStage")
         C.require_columns(table, self.passthrough, "TokenizeStage (pass-through)")
+        if self.passages_column:
+            C.require_columns(table, [self.passages_column], "TokenizeStage (passages)")
         n = table.num_rows
         ids = table.column(self.id_column).to_pylist()
         texts, segments, segment_starts, status, reason = self._join(table, ids)
@@ -158,6 +163,8 @@ class TokenizeStage:
         for name, values in per_token.items():
             result[name] = pa.ListArray.from_arrays(tokens, pa.array(values, pa.int32()))
         result[C.I_N_TOKENS] = pa.array(lengths.astype(np.int32))
+        if self.passages_column:  # the Arrow column as it is, for decoding's sections
+            result[C.I_PASSAGES] = table.column(self.passages_column)
         return pa.table(result)
 
     def _join(self, table: pa.Table, ids: list) -> tuple[list, list, list, list, list]:

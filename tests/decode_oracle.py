@@ -18,6 +18,9 @@ import pyarrow as pa
 from ner import columns as C
 from ner.labels import ID2LABEL, OUTSIDE, entity_type
 
+# Fields the entity struct gained in #31: no passages here, no abbreviation step.
+NEW_FIELDS = {"section": None, "via_abbreviation": False}
+
 
 @dataclass(frozen=True)
 class Span:
@@ -242,7 +245,7 @@ class SpanDecodeStage:
                 status[i] = C.STATUS_REJECTED
                 reason[i] = f"decode error: {type(err).__name__}: {err}"
                 spans, fixed = [], 0
-            entities.append([asdict(span) for span in spans])
+            entities.append([asdict(span) | NEW_FIELDS for span in spans])
             repairs.append(fixed)
         result = {
             C.DOC_ID: table.column(C.DOC_ID),
