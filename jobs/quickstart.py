@@ -7,19 +7,35 @@ One local Ray instance, started here, does it all on CPU with no network:
 3. turn the 500 sample PubMed abstracts into Parquet;
 4. annotate them with Ray Data (configs/annotate_cpu.yaml) and preview the entities.
 
-    python -m jobs.quickstart [--out outputs] [--train-config ...] [--annotate-config ...]
+    python -m jobs.quickstart [out=outputs] [train_config=...] [annotate_config=...] [corpus=...]
 
 Rerunning resumes the finished training run (no epochs repeat) and re-annotates.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from pydantic import Field
+
+from plumbing.config import ConfigError, JobConfig, parse_job_args
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "pubmed-sample" / "CDR_TrainingSet.PubTator.txt"
+
+
+class QuickstartConfig(JobConfig):
+    """What `make run` may vary: where outputs go, the two configs, the corpus."""
+
+    out: str = Field("outputs", description="folder for every output")
+    train_config: str = Field(
+        str(ROOT / "configs" / "train_demo_cpu.yaml"), description="jobs.train YAML"
+    )
+    annotate_config: str = Field(
+        str(ROOT / "configs" / "annotate_cpu.yaml"), description="jobs.annotate YAML"
+    )
+    corpus: str = Field(str(SAMPLE), description="PubTator file to annotate")
 
 
 def preview(output_dir: str | Path, documents: int = 5, per_document: int = 8) -> str:
@@ -43,12 +59,11 @@ def preview(output_dir: str | Path, documents: int = 5, per_document: int = 8) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.quickstart", description=__doc__)
-    parser.add_argument("--out", default="outputs", help="folder for every output")
-    parser.add_argument("--train-config", default=str(ROOT / "configs" / "train_demo_cpu.yaml"))
-    parser.add_argument("--annotate-config", default=str(ROOT / "configs" / "annotate_cpu.yaml"))
-    parser.add_argument("--corpus", default=str(SAMPLE), help="PubTator file to annotate")
-    args = parser.parse_args(argv)
+    try:
+        args = parse_job_args(QuickstartConfig, argv, "python -m jobs.quickstart", __doc__)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out).resolve()
 
     import ray
@@ -65,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n== 2/4 training the demo model (Ray Train, one worker with 2 CPUs)", flush=True)
     init_ray(num_cpus=2, worker_logs=True)  # the training workers print the epochs
-    cfg = load_config(TrainConfig, args.train_config, [f"storage_path={out / 'train'}"])
+    overrides = [f"storage_path={out / 'train'}", f"dataset={out / 'dataset'}"]  # step 1's
+    cfg = load_config(TrainConfig, args.train_config, overrides)
     _, model_dir, best = train.run(cfg)
     print(
         f"model: {model_dir} (devel F1 {best['devel_f1']:.3f} on {cfg.max_eval_sentences} sentences)"

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from corpora.corpus import InputError
 from ner.model import ModelNotFoundError, resolve_model
 from plumbing.config import ConfigError, parse_job_args
 from training.config import TrainConfig
@@ -30,11 +31,11 @@ def run(cfg: TrainConfig):
     from training.export import export_checkpoint
     from training.trainer import build_trainer, storage_uri
 
-    resolve_model(cfg.base_model)  # a missing local model fails before any cluster work
-    clock = [time.perf_counter()]
-    init_ray(verbose=cfg.verbose, worker_logs=True)  # rank 0 prints the epoch lines
-    clock.append(time.perf_counter())
+    resolve_model(cfg.base_model)  # a missing local model or dataset fails before any
+    clock = [time.perf_counter()]  # cluster work
     data = load_data(cfg)
+    clock.append(time.perf_counter())
+    init_ray(verbose=cfg.verbose, worker_logs=True)  # rank 0 prints the epoch lines
     clock.append(time.perf_counter())
     result = build_trainer(cfg, data).fit()
     clock.append(time.perf_counter())
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_job_args(TrainConfig, argv, "python -m jobs.train", __doc__)
         result, export_dir, best = run(cfg)
-    except (ConfigError, ModelNotFoundError, FileNotFoundError) as err:  # with ClusterTooSmallError
+    except (ConfigError, InputError, ModelNotFoundError, FileNotFoundError) as err:
+        # a bad key or a cluster too small; a missing model or dataset; a foreign dataset
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("training finished")

@@ -21,6 +21,16 @@ def craft_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def craft_dataset(craft_dir, tmp_path_factory) -> Path:
+    """The training dataset as jobs.build_dataset writes it (seed 42), built once a session."""
+    from training.dataset import build_dataset, write_dataset
+
+    out = tmp_path_factory.mktemp("dataset")
+    write_dataset(build_dataset(craft_dir, seed=42), out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random BERT token classifier saved as a model directory (no download)."""
     from ner.model import save_tiny_model

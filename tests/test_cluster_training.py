@@ -34,18 +34,18 @@ def cluster(_ray_session):
         yield cluster, nodes
 
 
-def _config(root: Path, craft_dir, name: str):
+def _config(root: Path, craft_dataset, name: str):
     return smoke_config(
-        root, craft_dir, f"name={name}", "num_workers=2", "cpus_per_worker=1", "batch_size=4",
+        root, craft_dataset, f"name={name}", "num_workers=2", "cpus_per_worker=1", "batch_size=4",
         f"worker_resources={{{TRAIN}: 1}}", "max_failures=2",
     )  # fmt: skip
 
 
 def test_losing_a_worker_node_mid_epoch_resumes_from_the_checkpoint(
-    cluster, craft_dir, tmp_path, monkeypatch
+    cluster, craft_dataset, tmp_path, monkeypatch
 ):
     cluster_, nodes = cluster
-    clean, clean_export, _ = run(_config(tmp_path / "clean", craft_dir, "clean"))
+    clean, clean_export, _ = run(_config(tmp_path / "clean", craft_dataset, "clean"))
     steps = clean.metrics["global_step"]
 
     # Each worker stops at the same step half-way through the second epoch and leaves a
@@ -55,7 +55,7 @@ def test_losing_a_worker_node_mid_epoch_resumes_from_the_checkpoint(
     markers.mkdir()
     monkeypatch.setenv(FAILPOINTS_ENV, f"train.after_step:{steps * 3 // 4}:wait")
     monkeypatch.setenv(WAIT_DIR_ENV, str(markers))
-    cfg = _config(tmp_path / "lost", craft_dir, "lost")
+    cfg = _config(tmp_path / "lost", craft_dataset, "lost")
     outcome: dict = {}
 
     def train() -> None:

@@ -94,6 +94,7 @@ JOBS = {
     "pubtator_to_parquet": "corpora.pubtator:PubtatorToParquetConfig",
     "export": "corpora.export:ExportConfig",
     "evaluate": "annotation.gold_eval:EvaluateConfig",
+    "quickstart": "jobs.quickstart:QuickstartConfig",
 }
 
 

@@ -34,7 +34,7 @@ def test_summary_names_best_epoch_table_steps_and_export():
 def test_time_line_splits_the_run_into_its_phases():
     from training.console import time_line
 
-    clock = [0.0, 5.0, 7.0, 67.0, 69.0]
+    clock = [0.0, 2.0, 7.0, 67.0, 69.0]  # start, data read, Ray up, trained, exported
     history = [{"setup_s": 10.0, "train_s": 20.0, "eval_s": 4.0}, {"train_s": 20.0, "eval_s": 4.0}]
     line = time_line(clock, history, {"checkpoint_s": 1.5})
     assert line == (

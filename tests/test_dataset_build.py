@@ -68,3 +68,53 @@ def test_build_command_is_byte_for_byte_reproducible(craft_dir, tmp_path, capsys
     train = load_split(tmp_path / "a" / "train.parquet")
     assert len(train) == 21750
     assert train.features["ner_tags"].feature.names[0] == "O"
+
+
+def _train_config(dataset, **fields):
+    from types import SimpleNamespace
+
+    defaults = {"use_augmented": True, "max_train_sentences": None, "max_eval_sentences": None}
+    return SimpleNamespace(dataset=str(dataset), seed=42, **{**defaults, **fields})
+
+
+def test_training_reads_the_built_splits(craft_dataset):
+    from training.dataset import load_data
+
+    everything = load_data(_train_config(craft_dataset))
+    assert (
+        len(everything["train"]["tokens"]) == 21750 and len(everything["devel"]["tokens"]) == 3730
+    )
+    original = load_data(_train_config(craft_dataset, use_augmented=False))
+    assert len(original["train"]["tokens"]) == 10875  # the augmented copy left out
+    assert original["train"]["tokens"] == everything["train"]["tokens"][:10875]
+    sample = load_data(_train_config(craft_dataset, max_train_sentences=64, max_eval_sentences=40))
+    assert sample["devel"]["tokens"] == everything["devel"]["tokens"][:40]  # the first, always
+    again = load_data(_train_config(craft_dataset, max_train_sentences=64))
+    assert sample["train"] == again["train"]  # a seeded sample: the same rows every run
+    assert sample["train"]["tokens"] != everything["train"]["tokens"][:64]  # but not the first
+
+
+def test_a_missing_dataset_names_the_command_that_builds_it(tmp_path):
+    from training.dataset import load_data
+
+    with pytest.raises(FileNotFoundError, match=r"python -m jobs.build_dataset out=.*nowhere"):
+        load_data(_train_config(tmp_path / "nowhere"))
+
+
+def test_a_split_with_other_labels_is_refused(craft_dataset, tmp_path):
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from corpora.corpus import InputError
+    from training.dataset import load_data
+
+    shutil.copytree(craft_dataset, tmp_path / "old")
+    table = pq.read_table(tmp_path / "old" / "train.parquet")
+    meta = json.loads(table.schema.metadata[b"huggingface"])
+    meta["info"]["features"]["ner_tags"]["feature"]["names"][1] = "B-Disease"
+    table = table.replace_schema_metadata({b"huggingface": json.dumps(meta).encode()})
+    pq.write_table(table, tmp_path / "old" / "train.parquet")
+    with pytest.raises(InputError, match="other tags"):
+        load_data(_train_config(tmp_path / "old"))

@@ -61,11 +61,11 @@ def submit(env: dict, *command: str) -> subprocess.CompletedProcess:
     return _ray("job", "submit", f"--working-dir={ROOT}", "--", *command, env=env, timeout=600)
 
 
-def test_submitted_training_job_succeeds_and_exports(cluster, craft_dir, tmp_path):
+def test_submitted_training_job_succeeds_and_exports(cluster, craft_dataset, tmp_path):
     done = submit(
         cluster,
         "python", "-m", "jobs.train", "--config", "configs/train_smoke.yaml",
-        f"data_dir={craft_dir}", f"storage_path={tmp_path}", "name=submitted",
+        f"dataset={craft_dataset}", f"storage_path={tmp_path}", "name=submitted",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import ray
 
 from jobs.train import main, run
 from plumbing.config import ConfigError, load_config
@@ -15,15 +16,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "train_smoke.yaml"
 
 
-def smoke_config(tmp_path, craft_dir, *overrides):
+def smoke_config(tmp_path, craft_dataset, *overrides):
     return load_config(
-        TrainConfig, SMOKE, [f"storage_path={tmp_path}", f"data_dir={craft_dir}", *overrides]
+        TrainConfig, SMOKE, [f"storage_path={tmp_path}", f"dataset={craft_dataset}", *overrides]
     )
 
 
 @pytest.fixture(scope="module")
-def clean_run(ray_local, craft_dir, tmp_path_factory):
-    cfg = smoke_config(tmp_path_factory.mktemp("clean"), craft_dir, "name=clean")
+def clean_run(ray_local, craft_dataset, tmp_path_factory):
+    cfg = smoke_config(tmp_path_factory.mktemp("clean"), craft_dataset, "name=clean")
     os.environ.pop(POLL_ENV, None)  # as a user who has not set it
     return cfg, *run(cfg)
 
@@ -67,12 +68,12 @@ def test_export_loads_in_a_plain_pipeline(clean_run):
 
 
 def test_failure_after_first_epoch_resumes_to_the_same_step_count(
-    clean_run, craft_dir, tmp_path, monkeypatch
+    clean_run, craft_dataset, tmp_path, monkeypatch
 ):
     cfg_clean, clean_result, _, _ = clean_run
     # The worker raises once, after reporting epoch 1 (a resumed group skips failpoints).
     monkeypatch.setenv("NER_FAILPOINTS", "train.after_epoch:1:raise")
-    cfg = smoke_config(tmp_path, craft_dir, "name=flaky", "max_failures=1")
+    cfg = smoke_config(tmp_path, craft_dataset, "name=flaky", "max_failures=1")
     result, _, _ = run(cfg)
     assert result.metrics["resumed"] == 1  # the last epoch ran in a restarted worker group
     assert result.metrics["global_step"] == clean_result.metrics["global_step"]
@@ -84,14 +85,14 @@ def test_failure_after_first_epoch_resumes_to_the_same_step_count(
 
 
 def test_a_relative_storage_path_resumes_when_the_job_runs_from_another_directory(
-    ray_local, craft_dir, tmp_path, monkeypatch
+    ray_local, craft_dataset, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)  # Ray's workers stay in the directory Ray started in
-    run(smoke_config("runs", craft_dir, "name=moved", "epochs=1"))
+    run(smoke_config("runs", craft_dataset, "name=moved", "epochs=1"))
     # Ray Train's record of the run lost (ray-project/ray#41700): only the workers'
     # scan of storage_path finds the checkpoint.
     (tmp_path / "runs" / "moved" / "checkpoint_manager_snapshot.json").unlink()
-    again, _, _ = run(smoke_config("runs", craft_dir, "name=moved", "epochs=2"))
+    again, _, _ = run(smoke_config("runs", craft_dataset, "name=moved", "epochs=2"))
     assert again.metrics["resumed"] == 1 and again.metrics["epoch"] == 2
 
 
@@ -113,15 +114,15 @@ def _weights(export_dir) -> dict:
 
 
 def test_two_ddp_workers_train_the_same_model_as_one_with_the_same_global_batch(
-    ray_local, craft_dir, tmp_path, dropout_free_model
+    ray_local, craft_dataset, tmp_path, dropout_free_model
 ):
     # Same global batch of 8: 2 gloo workers x 4 sentences against 1 worker x 8. With
     # dropout off, only float summation order may differ after the optimizer steps.
     common = [f"base_model={dropout_free_model}", "epochs=1", "max_steps_per_epoch=5"]
     common += ["max_eval_sentences=24"]
-    one_cfg = smoke_config(tmp_path / "one", craft_dir, "name=one", *common)
+    one_cfg = smoke_config(tmp_path / "one", craft_dataset, "name=one", *common)
     two_cfg = smoke_config(
-        tmp_path / "two", craft_dir, "name=two", "num_workers=2", "cpus_per_worker=1",
+        tmp_path / "two", craft_dataset, "name=two", "num_workers=2", "cpus_per_worker=1",
         "batch_size=4", *common,
     )  # fmt: skip
     one, one_export, _ = run(one_cfg)
@@ -139,18 +140,18 @@ def test_two_ddp_workers_train_the_same_model_as_one_with_the_same_global_batch(
     assert two.metrics["train_loss"] == pytest.approx(one.metrics["train_loss"], rel=1e-5)
 
 
-def test_more_workers_than_cpus_fails_fast(ray_local, craft_dir, tmp_path):
-    cfg = smoke_config(tmp_path, craft_dir, "num_workers=2")
+def test_more_workers_than_cpus_fails_fast(ray_local, craft_dataset, tmp_path):
+    cfg = smoke_config(tmp_path, craft_dataset, "num_workers=2")
     with pytest.raises(ClusterTooSmallError, match="need 4 CPUs"):
         check_resources(cfg)
-    cfg = smoke_config(tmp_path, craft_dir, "use_gpu=true")
+    cfg = smoke_config(tmp_path, craft_dataset, "use_gpu=true")
     with pytest.raises(ClusterTooSmallError, match="GPU"):
         check_resources(cfg)
-    cfg = smoke_config(tmp_path, craft_dir, "worker_resources={trainer: 1}")
+    cfg = smoke_config(tmp_path, craft_dataset, "worker_resources={trainer: 1}")
     with pytest.raises(ClusterTooSmallError, match="x 1 trainer need 1; the cluster has 0"):
         check_resources(cfg)
     with pytest.raises(ConfigError, match="worker_resources"):
-        smoke_config(tmp_path, craft_dir, "worker_resources={trainer: 0}")
+        smoke_config(tmp_path, craft_dataset, "worker_resources={trainer: 0}")
 
 
 def test_bad_config_and_missing_model_exit_with_a_message(tmp_path, capsys):
@@ -158,6 +159,9 @@ def test_bad_config_and_missing_model_exit_with_a_message(tmp_path, capsys):
     assert "unknown key(s) for TrainConfig: epochz" in capsys.readouterr().err
     assert main(["--config", str(SMOKE), f"base_model={tmp_path}/missing"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["--config", str(SMOKE), f"dataset={tmp_path}/none"]) == 2
+    assert f"no training dataset at {tmp_path}/none" in capsys.readouterr().err
+    assert not ray.is_initialized()  # refused before any cluster work
 
 
 def test_evaluate_job_rescores_the_export_identically(clean_run, craft_dir, tmp_path):
@@ -176,7 +180,7 @@ def test_evaluate_job_rescores_the_export_identically(clean_run, craft_dir, tmp_
 
 
 def test_a_worker_killed_mid_epoch_restores_from_its_checkpoint(
-    clean_run, craft_dir, tmp_path, monkeypatch
+    clean_run, craft_dataset, tmp_path, monkeypatch
 ):
     from transformers import pipeline
 
@@ -187,7 +191,7 @@ def test_a_worker_killed_mid_epoch_restores_from_its_checkpoint(
     # epoch's steps, fewer than the hit count, so it is not killed again.
     kill_at = steps * 3 // 4
     monkeypatch.setenv("NER_FAILPOINTS", f"train.after_step:{kill_at}")
-    cfg = smoke_config(tmp_path, craft_dir, "name=killed")
+    cfg = smoke_config(tmp_path, craft_dataset, "name=killed")
     result, export_dir, _ = run(cfg)
     assert result.error is None
     assert result.metrics["resumed"] == 1  # the worker group was restarted from a checkpoint

@@ -18,18 +18,14 @@ class TrainConfig(JobConfig):
     base_model: str = Field(
         "embedded", description="hub id, local directory, 'embedded' (MiniLM) or 'tiny-random-bert'"
     )
-    data_dir: str | None = Field(
-        None,
-        description="CRAFT-IOB folder (default: $CRAFT_IOB_DIR, data/craft-iob, ../shared/data/craft-iob)",
+    dataset: str = Field(
+        "outputs/dataset",
+        description="folder (or URI) with the train.parquet and devel.parquet that "
+        "jobs.build_dataset writes",
     )
-    ontology_dir: str | None = Field(
-        None, description="folder with CL.obo and SO.obo (default: beside the CRAFT-IOB folder)"
+    use_augmented: bool = Field(
+        True, description="train on original plus augmented sentences (else original only)"
     )
-    use_augmented: bool = Field(True, description="train on original plus augmented sentences")
-    augment_rate: float = Field(
-        0.2, description="share of training mentions replaced in the augmented copy"
-    )
-    augment_seed: int = Field(42, description="seed of the augmentation")
     max_length: int = Field(
         512, description="longest input in sub-tokens; longer sentences are truncated", gt=0
     )

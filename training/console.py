@@ -84,11 +84,11 @@ def summary(best: dict, steps: int, export_dir: str) -> str:
 def time_line(clock: list[float], history: list[dict], last: dict) -> str:
     """Where a run's wall time went: the driver's phases, and inside training the workers'.
 
-    ``clock`` holds the driver's times at start, after Ray's start, the data, the
+    ``clock`` holds the driver's times at start, after the data, Ray's start, the
     training and the export; ``history`` the epochs' metrics (an interrupted and
     resumed run counts every attempt's epochs), ``last`` the last epoch's.
     """
-    ray_s, data_s, fit_s, export_s = (b - a for a, b in zip(clock, clock[1:], strict=False))
+    data_s, ray_s, fit_s, export_s = (b - a for a, b in zip(clock, clock[1:], strict=False))
     setup = history[0].get("setup_s", 0.0) if history else 0.0
     steps = sum(h.get("train_s", 0.0) for h in history)
     evaluation = sum(h.get("eval_s", 0.0) for h in history)

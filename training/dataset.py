@@ -1,8 +1,8 @@
 """Build the training dataset: CRAFT-IOB splits plus the augmented training copy.
 
 The result is a ``DatasetDict`` (train = original + augmented, devel, test where
-present), written as one Parquet file per split for the training job to read,
-with per-split statistics.
+present), written as one Parquet file per split with per-split statistics
+(``jobs.build_dataset``); the training job reads those files (:func:`load_data`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
-from ner.labels import ENTITY_TYPES, mention_spans
+from corpora.corpus import InputError, resolve_filesystem
+from ner.labels import ENTITY_TYPES, LABELS, mention_spans
 from training.augment import DEFAULT_RATE, AugmentStats, augment, build_lexicons
 from training.craft import FEATURES, SplitData, read_splits, resolve_data_dir, to_dataset
 
@@ -99,28 +104,64 @@ def write_dataset(build: DatasetBuild, out_dir: str | os.PathLike) -> dict[str, 
     return paths
 
 
+SPLITS = ("train", "devel")
+
+
+def split_paths(dataset_dir: str) -> dict[str, str]:
+    """Where :func:`write_dataset` puts the training and devel splits of a dataset folder."""
+    return {split: f"{str(dataset_dir).rstrip('/')}/{split}.parquet" for split in SPLITS}
+
+
+def read_split(path: str) -> pa.Table:
+    """One split written by :func:`write_dataset` (local path or URI), its labels checked.
+
+    The tags are class ids; a folder built with another label set (an older build, a
+    hand-made file) would be read as the wrong types, so its names must be ours.
+    """
+    filesystem, where = resolve_filesystem(path)
+    try:
+        table = pq.read_table(where, filesystem=filesystem)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{path} is missing") from err
+    missing = {"tokens", "ner_tags", "source"} - set(table.column_names)
+    if missing:
+        raise InputError(f"{path} is not a split of jobs.build_dataset: no {sorted(missing)}")
+    features = json.loads((table.schema.metadata or {}).get(b"huggingface", b"{}"))
+    names = features.get("info", {}).get("features", {}).get("ner_tags", {}).get("feature", {})
+    if names.get("names") != list(LABELS):
+        raise InputError(f"{path} has other tags than {list(LABELS)}: rebuild the dataset")
+    return table
+
+
 def load_data(cfg) -> dict[str, dict[str, list]]:
     """Train (original + augmented, or original only) and devel of a TrainConfig as columns.
 
+    Read from the Parquet splits that ``jobs.build_dataset`` writes to ``cfg.dataset``,
+    so that a run trains on exactly the dataset whose statistics were printed.
     ``max_train_sentences`` takes a seeded sample of train (so original and
-    augmented rows both appear); ``max_eval_sentences`` the first devel
-    sentences, so every run scores the same subset.
+    augmented rows both appear; the same permutation as ``datasets``' ``shuffle``);
+    ``max_eval_sentences`` the first devel sentences, so every run scores the same subset.
     """
-    build = build_dataset(
-        data_dir=cfg.data_dir,
-        ontology_dir=cfg.ontology_dir,
-        rate=cfg.augment_rate,
-        seed=cfg.augment_seed,
-        augment_train=cfg.use_augmented,
-    )
+    paths = split_paths(cfg.dataset)
+    try:
+        tables = {split: read_split(path) for split, path in paths.items()}
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"no training dataset at {cfg.dataset} ({err}): build it with "
+            f"python -m jobs.build_dataset out={cfg.dataset}"
+        ) from err
+    if not cfg.use_augmented:
+        train = tables["train"]
+        tables["train"] = train.filter(pc.equal(train["source"], "original"))
     columns = {}
     for split, limit in (("train", cfg.max_train_sentences), ("devel", cfg.max_eval_sentences)):
-        dataset = build.dataset[split]
-        if limit is not None and limit < len(dataset):
+        table = tables[split]
+        if limit is not None and limit < table.num_rows:
+            rows = np.arange(limit)
             if split == "train":
-                dataset = dataset.shuffle(seed=cfg.seed)
-            dataset = dataset.select(range(limit))
-        columns[split] = {"tokens": dataset["tokens"], "ner_tags": dataset["ner_tags"]}
+                rows = np.random.default_rng(cfg.seed).permutation(table.num_rows)[:limit]
+            table = table.take(rows)
+        columns[split] = {name: table[name].to_pylist() for name in ("tokens", "ner_tags")}
     return columns
 
 
