@@ -73,6 +73,12 @@ class AnnotateConfig(JobConfig):
         description="'viterbi': the most probable valid BIO label sequence; 'argmax': each word's "
         "best label, an I-X that opens a mention read as B-X",
     )
+    abbreviations: bool = Field(
+        False,
+        description="after decoding, give every occurrence of a short form the document defines "
+        "('5-fluorouracil (5-FU)') its long form's type, or drop its label where the long form is "
+        "no entity (ner.abbreviation_resolution); entities so changed have via_abbreviation true",
+    )
     min_score: dict[str, float] = Field(
         {}, description="per type, mentions scoring below this are dropped, e.g. {Chemical: 0.6}"
     )
@@ -224,6 +230,7 @@ ROW_SETTINGS = (
     "stride",
     "word_unit",
     "decoding",
+    "abbreviations",
     "min_score",
     "max_chars",
 )

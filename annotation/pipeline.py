@@ -2,7 +2,8 @@
 
 read Parquet (projected columns) -> [SkipWrittenRows, when resuming] ->
 TokenizeStage (CPU actors) -> TokenClassifierStage (actor pool, GPUs when present)
--> SpanDecodeStage (CPU actors) -> ParquetShardWriter (CPU tasks), which yields one
+-> SpanDecodeStage (CPU actors; with ``abbreviations``, DecodeWithAbbreviationsStage:
+decoding, then abbreviation resolution) -> ParquetShardWriter (CPU tasks), which yields one
 stats row per file written. jobs.annotate and jobs.reprocess both run it through
 :func:`annotation.run.run_annotate`.
 """
@@ -20,6 +21,7 @@ from annotation.resources import check_cluster
 from annotation.resume import SkipWrittenRows
 from corpora.writer import ParquetShardWriter
 from ner import columns as C
+from ner.abbreviation_resolution import DecodeWithAbbreviationsStage
 from ner.decode import SpanDecodeStage
 from ner.inference import TokenClassifierStage, default_num_threads
 from ner.windowing import TokenizeStage
@@ -119,7 +121,7 @@ def build_pipeline(
     # tasks, whose batches are a file's worth of rows: on an H200 node the last
     # 10,000 documents were then decoded by one task after the GPU had finished.
     ds = ds.map_batches(
-        SpanDecodeStage,
+        DecodeWithAbbreviationsStage if config.abbreviations else SpanDecodeStage,
         fn_constructor_kwargs=dict(decoding=config.decoding, min_score=config.min_score),
         batch_size=config.classify_batch_size,
         batch_format="pyarrow",
