@@ -8,6 +8,8 @@ it is moved into the PubTator frame from that column's start, and its text is
 checked against the document text there (a mismatch, input changed since the
 annotation, is an :class:`ExportError` naming the document).
 
+A run over one text column (full texts) is exported by :mod:`corpora.fulltext_export`.
+
 The texts come from the annotation output when it carries ``title`` and
 ``abstract`` (``passthrough=[title,abstract]``), else from the annotation job's
 input Parquet, joined by id. The ``text`` column of ``include_text=true`` is not
@@ -265,9 +267,12 @@ def bioc_document(document: TitledDocument):
 
 
 def write_bioc_xml(
-    documents: Iterable[TitledDocument], file, type_map: dict[str, str], source: str
+    documents: Iterable, file, type_map: dict[str, str], source: str, to_bioc=bioc_document
 ) -> ExportCounts:
-    """BioC XML to ``file`` (a path or a binary stream), a document at a time."""
+    """BioC XML to ``file`` (a path or a binary stream), a document at a time.
+
+    ``to_bioc`` makes each BioC document (:func:`corpora.fulltext_export.bioc_fulltext`
+    for full texts)."""
     import datetime
 
     import bioc
@@ -283,7 +288,7 @@ def write_bioc_xml(
     try:
         writer.write_collection_info(collection)
         for document in documents:
-            writer.write_document(bioc_document(document))
+            writer.write_document(to_bioc(document))
             counts.add(document)
     finally:
         writer.close()

@@ -3,7 +3,9 @@
 python -m jobs.export annotations=ANNOTATIONS_DIR out=OUT_FILE [format=pubtator|bioc]
                       [input=[PARQUET, ...]] [type_map.LABEL=NAME ...]
 
-Documents are title + abstract with PubTator offsets. The texts come from the
+Documents are title + abstract with PubTator offsets; a run over one text column
+(full texts: ``text_columns=[text]``) exports each article with its passages
+(corpora/fulltext_export.py: BioC passages per section, document offsets). The texts come from the
 annotation output when it has ``title`` and ``abstract`` columns
 (``passthrough=[title,abstract]``), else from the annotation input joined by id:
 ``input``, or by default the inputs the run's ``_manifest.json`` names. Labels
@@ -21,11 +23,13 @@ from corpora.corpus import expand_inputs, resolve_filesystem
 from corpora.export import (
     ExportConfig,
     ExportError,
+    bioc_document,
     export_type_map,
     read_documents,
     write_bioc_xml,
     write_pubtator,
 )
+from corpora.fulltext_export import bioc_fulltext, read_fulltexts
 from corpora.writer import REJECTED_DIR, list_written
 from plumbing.atomic import atomic_write
 from plumbing.config import ConfigError, parse_job_args
@@ -50,24 +54,28 @@ def main(argv: list[str] | None = None) -> int:
         input_files = args.input if args.input is not None else run.get("input", [])
         if input_files:
             input_files = expand_inputs(input_files)[1]
-        documents = read_documents(
-            files,
-            type_map,
-            text_columns=run.get("text_columns", ["title", "abstract"]),
-            separator=run.get("separator", " "),
-            input_files=input_files,
-            id_column=args.id_column or run.get("id_column", "pmid"),
-            filesystem=fs,
-        )
+        text_columns = run.get("text_columns", ["title", "abstract"])
+        id_column = args.id_column or run.get("id_column", "pmid")
+        full = len(text_columns) == 1  # a full text and its passages (corpora.fulltext_export)
+        if full:
+            column, passages = text_columns[0], run.get("passages_column", "")
+            documents = read_fulltexts(
+                files, type_map, column, passages, input_files, id_column, fs
+            )
+        else:
+            documents = read_documents(
+                files, type_map, text_columns, run.get("separator", " "), input_files, id_column, fs
+            )
         counts = None
 
         def write(stream) -> None:  # into a temporary file, published whole or not at all
             nonlocal counts
             if args.format == "bioc":
-                counts = write_bioc_xml(documents, stream, type_map, source=args.annotations)
+                to_bioc = bioc_fulltext if full else bioc_document
+                counts = write_bioc_xml(documents, stream, type_map, args.annotations, to_bioc)
                 return
             text = io.TextIOWrapper(stream, encoding="utf-8", newline="\n")
-            counts = write_pubtator(documents, text)
+            counts = write_pubtator((d.titled() for d in documents) if full else documents, text)
             text.flush()
             text.detach()
 
