@@ -29,10 +29,8 @@ from ner import spans as S
 from ner.abbreviations import find_definitions
 from ner.decode import SpanDecodeStage
 
-NO_ENTITY, MIXED = (
-    -1,
-    -2,
-)  # a long form's type when no entity, or entities of several types, overlap it
+# A long form's type when no entity overlaps it, or entities of several types do.
+NO_ENTITY, MIXED = -1, -2
 VIA = "via_abbreviation"
 
 
@@ -43,71 +41,28 @@ def resolve_abbreviations(
     segments: tuple[pa.Array, pa.Array] | None = None,
     passages: pa.Array | pa.ChunkedArray | None = None,
 ) -> tuple[pa.Array, dict[str, int]]:
-    """``entities`` (``list<entity>`` per row) resolved in the ``rows`` (mask) of ``texts``; and counts.
+    """``entities`` (``list<entity>`` per row) resolved in the ``rows`` (a mask) of ``texts``; counts.
 
     ``segments``: per row, the text columns' names and starts (as decoding reads
-    them), for the column of an entity added; without them it is ``""``. ``passages``
-    (the ``_passages`` column decoding reads) give its section; without them it is
-    null. A row's
-    entities must be sorted by start and not overlap, as decoding writes them.
+    them), for the column of an entity added (``""`` without). ``passages``: the
+    ``_passages`` column decoding reads, for its section (null without). A row's
+    entities must be sorted by start and must not overlap, as decoding writes them.
     """
-    lists = F.ListColumn(entities, C.ENTITIES)
-    n = len(lists.lengths)
-    fields = dict(zip([f.name for f in lists.values.type], lists.values.flatten(), strict=True))
-    if VIA not in fields:
-        raise KeyError(f"the entity struct has no field {VIA!r}: {lists.values.type}")
-    row = np.repeat(np.arange(n, dtype=np.int64), lists.lengths)
-    start, end = (
-        fields[k].to_numpy(zero_copy_only=False).astype(np.int64) for k in ("start", "end")
-    )
-    types = pc.fill_null(pc.index_in(fields["label"], value_set=S.TYPE_NAMES), -1)
-    types = types.to_numpy(zero_copy_only=False).astype(np.int64)
-    score = pc.fill_null(fields["score"], 0).to_numpy(zero_copy_only=False).astype(np.float64)
+    batch = _Entities(entities)
     d = _definitions(F.combined(texts), rows)
-    stride = int(max(end.max(initial=0), d["occ_end"].max(initial=0), d["end"].max(initial=0))) + 1
-    key_start, key_end = row * stride + start, row * stride + end
+    batch.key_by(max(d["occ_end"].max(initial=0), d["end"].max(initial=0)))
+    long_type, long_score = _long_forms(batch, d)
 
-    def overlapping(at_row, at_start, at_end):  # the entities overlapping each span: [lo, hi)
-        lo = np.searchsorted(key_end, at_row * stride + at_start, side="right")
-        hi = np.searchsorted(key_start, at_row * stride + at_end, side="left")
-        return lo, np.maximum(hi, lo)
-
-    # The long forms' types and scores, from running counts per type over the entities.
-    lo, hi = overlapping(d["row"], d["start"], d["end"])
-    count = hi - lo
-    known = types >= 0
-    per_type = np.zeros((len(types) + 1, len(S.TYPE_NAMES)), dtype=np.int64)
-    np.add.at(per_type, (np.flatnonzero(known) + 1, types[known]), 1)
-    per_type = np.cumsum(per_type, axis=0)
-    of_type = per_type[hi] - per_type[lo]
-    best = of_type.argmax(axis=1) if len(of_type) else np.zeros(0, dtype=np.int64)
-    uniform = of_type[np.arange(len(best)), best] == count
-    long_type = np.where(count == 0, NO_ENTITY, np.where(uniform, best, MIXED))
-    summed = np.concatenate([[0.0], np.cumsum(score)])
-    long_score = (summed[hi] - summed[lo]) / np.maximum(count, 1)
-
-    # Each occurrence: the entity exactly on it, if any, and what the long form says.
+    # Each occurrence: the entity exactly on it, if any, and what its long form says.
     o_row, o_start, o_end, o_def = d["occ_row"], d["occ_start"], d["occ_end"], d["occ_def"]
-    lo, hi = overlapping(o_row, o_start, o_end)
-    at = np.where(hi - lo == 1, lo, len(types))  # len(types): none (a sentinel below)
-    sentinel = np.array([-1])
-    exact = np.append(key_start, sentinel)[at] == o_row * stride + o_start
-    exact &= np.append(key_end, sentinel)[at] == o_row * stride + o_end
+    lo, hi = batch.overlapping(o_row, o_start, o_end)
+    at = np.where(hi - lo == 1, lo, batch.n)  # batch.n: no entity (the sentinel of keys())
+    key_start, key_end = batch.keys()
+    exact = (key_start[at] == batch.key(o_row, o_start)) & (key_end[at] == batch.key(o_row, o_end))
     wanted = long_type[o_def]
-    relabel = exact & (wanted >= 0) & (np.append(types, sentinel)[at] != wanted)
+    relabel = exact & (wanted >= 0) & (np.append(batch.types, -1)[at] != wanted)
     remove = exact & (wanted == NO_ENTITY)
-    add = _not_overlapping(
-        np.flatnonzero((hi == lo) & (wanted >= 0)), o_row * stride, o_start, o_end
-    )
-
-    new_label = types.copy()
-    new_label[at[relabel]] = wanted[relabel]
-    changed = np.zeros(len(types), dtype=bool)
-    changed[at[relabel]] = True
-    kept = np.ones(len(types), dtype=bool)
-    kept[at[remove]] = False
-    kept = np.flatnonzero(kept)
-
+    add = _not_overlapping(np.flatnonzero((hi == lo) & (wanted >= 0)), batch, o_row, o_start, o_end)
     added = {
         "start": pa.array(o_start[add].astype(np.int32)),
         "end": pa.array(o_end[add].astype(np.int32)),
@@ -118,23 +73,7 @@ def resolve_abbreviations(
         "section": _sections(passages, o_row[add], o_start[add]),
         VIA: pa.array(np.ones(len(add), dtype=bool)),
     }
-    fields["label"] = pc.if_else(
-        pa.array(changed), S.TYPE_NAMES.take(pa.array(np.maximum(new_label, 0))), fields["label"]
-    )
-    fields[VIA] = pc.or_(pc.fill_null(fields[VIA], False), pa.array(changed))
-    out_row = np.concatenate([row[kept], o_row[add]])
-    out_start = np.concatenate([start[kept], o_start[add]])
-    order = pa.array(np.lexsort((out_start, out_row)))
-    arrays = []
-    for field in lists.values.type:
-        extra = added.get(field.name, pa.nulls(len(add), field.type)).cast(field.type)
-        arrays.append(
-            pa.concat_arrays([fields[field.name].take(pa.array(kept)), extra]).take(order)
-        )
-    struct = pa.StructArray.from_arrays(arrays, fields=list(lists.values.type))
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(np.bincount(out_row, minlength=n), out=offsets[1:])
-    resolved = pa.ListArray.from_arrays(pa.array(offsets), struct, type=pa.list_(struct.type))
+    resolved = batch.rebuilt(at[relabel], wanted[relabel], at[remove], o_row[add], added)
     counts = {
         "definitions": len(d["row"]),
         "long_forms_typed": int((long_type >= 0).sum()),
@@ -145,13 +84,103 @@ def resolve_abbreviations(
     return resolved, counts
 
 
-def _not_overlapping(add: np.ndarray, base: np.ndarray, start: np.ndarray, end: np.ndarray):
+class _Entities:
+    """A batch's entities as flat arrays, addressed by one (row, offset) key."""
+
+    def __init__(self, entities: pa.Array | pa.ChunkedArray):
+        self.lists = F.ListColumn(entities, C.ENTITIES)
+        self.type = self.lists.values.type
+        names = [field.name for field in self.type]
+        self.fields = dict(zip(names, self.lists.values.flatten(), strict=True))
+        if VIA not in self.fields:
+            raise KeyError(f"the entity struct has no field {VIA!r}: {self.type}")
+        self.n = len(self.lists.values)
+        self.row = np.repeat(np.arange(len(self.lists.lengths), dtype=np.int64), self.lists.lengths)
+        self.start, self.end = (self._numbers(k).astype(np.int64) for k in ("start", "end"))
+        types = pc.fill_null(pc.index_in(self.fields["label"], value_set=S.TYPE_NAMES), -1)
+        self.types = types.to_numpy(zero_copy_only=False).astype(np.int64)
+        self.score = pc.fill_null(self.fields["score"], 0).to_numpy(zero_copy_only=False)
+
+    def _numbers(self, name: str) -> np.ndarray:
+        return self.fields[name].to_numpy(zero_copy_only=False)
+
+    def key_by(self, largest_offset: int) -> None:
+        """Key offsets up to ``largest_offset`` (and the entities' own) by row."""
+        self.stride = int(max(self.end.max(initial=0), largest_offset)) + 1
+
+    def key(self, row: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        return row * self.stride + offset
+
+    def keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """The entities' start and end keys, sorted, each with a last entry -1 for 'none'."""
+        return (
+            np.append(self.key(self.row, self.start), -1),
+            np.append(self.key(self.row, self.end), -1),
+        )
+
+    def overlapping(self, row, start, end) -> tuple[np.ndarray, np.ndarray]:
+        """Per span, the entities overlapping it: indices ``lo`` to ``hi - 1``."""
+        key_start, key_end = (keys[:-1] for keys in self.keys())
+        lo = np.searchsorted(key_end, self.key(row, start), side="right")
+        hi = np.searchsorted(key_start, self.key(row, end), side="left")
+        return lo, np.maximum(hi, lo)
+
+    def rebuilt(self, relabel, label, remove, added_row, added: dict) -> pa.Array:
+        """The entities, ``relabel`` (indices) given ``label``s, ``remove`` left out, ``added`` in."""
+        fields = dict(self.fields)
+        changed = np.zeros(self.n, dtype=bool)
+        changed[relabel] = True
+        labels = np.zeros(self.n, dtype=np.int64)
+        labels[relabel] = label
+        fields["label"] = pc.if_else(
+            pa.array(changed), S.TYPE_NAMES.take(pa.array(labels)), fields["label"]
+        )
+        fields[VIA] = pc.or_(pc.fill_null(fields[VIA], False), pa.array(changed))
+        keep = np.ones(self.n, dtype=bool)
+        keep[remove] = False
+        kept = np.flatnonzero(keep)
+        row = np.concatenate([self.row[kept], added_row])
+        start = np.concatenate([self.start[kept], added["start"].to_numpy()])
+        order = pa.array(np.lexsort((start, row)))
+        arrays = []
+        for field in self.type:
+            extra = added.get(field.name, pa.nulls(len(added_row), field.type)).cast(field.type)
+            both = pa.concat_arrays([fields[field.name].take(pa.array(kept)), extra])
+            arrays.append(both.take(order))
+        struct = pa.StructArray.from_arrays(arrays, fields=list(self.type))
+        n_rows = len(self.lists.lengths)
+        offsets = np.zeros(n_rows + 1, dtype=np.int32)
+        np.cumsum(np.bincount(row, minlength=n_rows), out=offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(offsets), struct, type=pa.list_(self.type))
+
+
+def _long_forms(batch: _Entities, d: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Each long form's type (or NO_ENTITY, MIXED) and its entities' mean score.
+
+    Running counts per type over the batch's entities give, for the entities
+    overlapping each long form, how many there are of each type.
+    """
+    lo, hi = batch.overlapping(d["row"], d["start"], d["end"])
+    count = hi - lo
+    known = batch.types >= 0
+    per_type = np.zeros((batch.n + 1, len(S.TYPE_NAMES)), dtype=np.int64)
+    np.add.at(per_type, (np.flatnonzero(known) + 1, batch.types[known]), 1)
+    per_type = np.cumsum(per_type, axis=0)
+    of_type = per_type[hi] - per_type[lo]
+    best = of_type.argmax(axis=1) if len(of_type) else np.zeros(0, dtype=np.int64)
+    uniform = of_type[np.arange(len(best)), best] == count
+    long_type = np.where(count == 0, NO_ENTITY, np.where(uniform, best, MIXED))
+    summed = np.concatenate([[0.0], np.cumsum(batch.score, dtype=np.float64)])
+    return long_type, (summed[hi] - summed[lo]) / np.maximum(count, 1)
+
+
+def _not_overlapping(add: np.ndarray, batch: _Entities, row, start, end) -> np.ndarray:
     """The spans ``add`` (indices) in (row, start) order, less each one overlapping an earlier one."""
-    add = add[np.lexsort((start[add], base[add]))]
+    add = add[np.lexsort((start[add], row[add]))]
     if len(add) < 2:
         return add
-    reach = np.maximum.accumulate(base[add] + end[add])
-    return add[np.concatenate([[True], base[add][1:] + start[add][1:] >= reach[:-1]])]
+    reach = np.maximum.accumulate(batch.key(row[add], end[add]))
+    return add[np.concatenate([[True], batch.key(row[add], start[add])[1:] >= reach[:-1]])]
 
 
 def _definitions(texts: pa.Array, rows: np.ndarray) -> dict:

@@ -216,6 +216,19 @@ def test_offsets_of_a_sliced_batch_and_the_column_of_an_added_entity():
     assert all(text[e["start"] : e["end"]] == e["text"] for e in row)
 
 
+def test_an_added_entity_takes_the_section_of_its_passage():
+    text = "Intro on 5-fluorouracil (5-FU).\n\nMethods: 5-FU was given."
+    passage = pa.struct([("section_type", pa.string()), ("start", pa.int64()), ("end", pa.int64())])
+    passages = pa.array([[("INTRO", 0, 31), ("METHODS", 33, len(text))]], pa.list_(passage))
+    entities = pa.array([[entity(text, 9, 23, "Chemical")]], pa.list_(C.ENTITY_TYPE))
+    out, _ = resolve_abbreviations(entities, pa.array([text]), np.array([True]), None, passages)
+    assert [(e["text"], e["section"]) for e in out.to_pylist()[0]] == [
+        ("5-fluorouracil", None),  # kept as it came
+        ("5-FU", "INTRO"),
+        ("5-FU", "METHODS"),
+    ]
+
+
 def test_added_short_forms_do_not_overlap_each_other():
     text = "fluorouracil (FU) and 5-fluorouracil (5-FU): 5-FU"
     [out], _ = resolve(
