@@ -35,6 +35,7 @@ from typing import NamedTuple
 # bracket next to a space ("N-(2-hydroxyethyl)" and "1,2-dione" stay whole).
 _CLAUSE = re.compile(r"[.,;:]\s|\s[(\[]|[)\]]\s")
 _WORDS = re.compile(r"[^\s\-]+")
+_PARENTHESIS = re.compile(r"[()]")
 MAX_SHORT = 10
 
 
@@ -65,10 +66,11 @@ def find_definitions(text: str) -> list[Definition]:
 def _parentheses(text: str):
     """``(open, close)`` index pairs of balanced parentheses opened after a space."""
     stack: list[int] = []
-    for i, char in enumerate(text):
-        if char == "(":
+    for match in _PARENTHESIS.finditer(text):
+        i = match.start()
+        if text[i] == "(":
             stack.append(i)
-        elif char == ")" and stack:
+        elif stack:
             start = stack.pop()
             if start > 0 and text[start - 1].isspace():
                 yield start, i
@@ -158,5 +160,12 @@ def _acceptable(short: str, long: str) -> bool:
 
 def _occurrences(text: str, short: str) -> tuple[tuple[int, int], ...]:
     """Every occurrence of ``short`` in ``text`` not inside a longer word (case-sensitive)."""
-    pattern = re.compile(r"(?<![^\W_])" + re.escape(short) + r"(?![^\W_])")
-    return tuple(m.span() for m in pattern.finditer(text))
+    # str.find, not a regex with a look-behind: that one scanned a 40,000-character
+    # full text at about 4 ms per short form.
+    found, at = [], text.find(short)
+    while at >= 0:
+        end = at + len(short)
+        if not (at and text[at - 1].isalnum()) and not (end < len(text) and text[end].isalnum()):
+            found.append((at, end))
+        at = text.find(short, at + 1)
+    return tuple(found)
