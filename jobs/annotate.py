@@ -18,16 +18,12 @@ import sys
 from annotation.config import AnnotateConfig
 from annotation.run import run_annotate
 from corpora.corpus import InputError
-from plumbing.config import ConfigError, parse_job_args
+from plumbing.config import ConfigError, job_main
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        config = parse_job_args(AnnotateConfig, argv, "python -m jobs.annotate", __doc__)
-        summary = run_annotate(config)
-    except (ConfigError, InputError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+@job_main(AnnotateConfig, errors=(ConfigError, InputError, FileNotFoundError))
+def main(config: AnnotateConfig) -> int:
+    summary = run_annotate(config)
     print(summary.format())
     if not summary.balanced:
         print("error: rows_in != rows_out + rows_rejected", file=sys.stderr)

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import sys
 
-from plumbing.config import ConfigError, parse_job_args
+from plumbing.config import job_main
 from training.config import BuildDatasetConfig
 from training.dataset import build_dataset, format_stats, write_dataset
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        config = parse_job_args(BuildDatasetConfig, argv, "python -m jobs.build_dataset", __doc__)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+@job_main(BuildDatasetConfig)
+def main(config: BuildDatasetConfig) -> int:
     import datasets
 
     datasets.disable_progress_bars()  # one bar per split file says nothing the stats don't

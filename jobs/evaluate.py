@@ -38,7 +38,7 @@ from corpora.corpus import InputError
 from corpora.gold import GoldFormatError, iob_documents, read_gold
 from ner.labels import UnknownLabelError, canonical_type
 from ner.model import ModelNotFoundError, load_classifier
-from plumbing.config import ConfigError, parse_job_args
+from plumbing.config import ConfigError, job_main, parse_job_args
 from training.craft import CraftDataMissingError, read_iob_file, resolve_data_dir
 from training.evaluate import plot_per_type_f1, score
 from training.export import update_model_card
@@ -115,13 +115,9 @@ def evaluate_craft(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse_args(argv)
-        return evaluate_gold(args) if args.gold else evaluate_craft(args)
-    except ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+@job_main(EvaluateConfig, errors=ERRORS)
+def main(args: EvaluateConfig) -> int:
+    return evaluate_gold(args) if args.gold else evaluate_craft(args)
 
 
 if __name__ == "__main__":

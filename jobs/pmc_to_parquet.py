@@ -21,16 +21,12 @@ import sys
 
 from annotation.pmc import PmcToParquetConfig, run_pmc_to_parquet
 from corpora.corpus import InputError
-from plumbing.config import ConfigError, parse_job_args
+from plumbing.config import ConfigError, job_main
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        config = parse_job_args(PmcToParquetConfig, argv, "python -m jobs.pmc_to_parquet", __doc__)
-        summary = run_pmc_to_parquet(config)
-    except (ConfigError, InputError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+@job_main(PmcToParquetConfig, errors=(ConfigError, InputError))
+def main(config: PmcToParquetConfig) -> int:
+    summary = run_pmc_to_parquet(config)
     print(summary.format())
     bad_files, bad_articles = len(summary.bad_files), len(summary.bad_articles)
     if bad_files or bad_articles:

@@ -18,18 +18,12 @@ import sys
 
 from annotation.pubmed import PubmedToParquetConfig, run_pubmed_to_parquet
 from corpora.corpus import InputError
-from plumbing.config import ConfigError, parse_job_args
+from plumbing.config import ConfigError, job_main
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        config = parse_job_args(
-            PubmedToParquetConfig, argv, "python -m jobs.pubmed_to_parquet", __doc__
-        )
-        summary = run_pubmed_to_parquet(config)
-    except (ConfigError, InputError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+@job_main(PubmedToParquetConfig, errors=(ConfigError, InputError))
+def main(config: PubmedToParquetConfig) -> int:
+    summary = run_pubmed_to_parquet(config)
     print(summary.format())
     if summary.bad_files:
         print(f"error: {len(summary.bad_files)} file(s) could not be read", file=sys.stderr)

@@ -13,17 +13,11 @@ from __future__ import annotations
 import sys
 
 from corpora.pubtator import PubtatorToParquetConfig, read_pubtator, write_parquet
-from plumbing.config import ConfigError, parse_job_args
+from plumbing.config import job_main
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        config = parse_job_args(
-            PubtatorToParquetConfig, argv, "python -m jobs.pubtator_to_parquet", __doc__
-        )
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+@job_main(PubtatorToParquetConfig)
+def main(config: PubtatorToParquetConfig) -> int:
     documents = read_pubtator(config.pubtator)
     paths = write_parquet(documents, config.out_dir, config.files, config.copies)
     print(

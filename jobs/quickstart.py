@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from plumbing.config import ConfigError, JobConfig, parse_job_args
+from plumbing.config import JobConfig, job_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "pubmed-sample" / "CDR_TrainingSet.PubTator.txt"
@@ -58,12 +58,8 @@ def preview(output_dir: str | Path, documents: int = 5, per_document: int = 8) -
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse_job_args(QuickstartConfig, argv, "python -m jobs.quickstart", __doc__)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+@job_main(QuickstartConfig)
+def main(args: QuickstartConfig) -> int:
     out = Path(args.out).resolve()
 
     import ray

@@ -28,12 +28,12 @@ from annotation.config import ReprocessConfig
 from annotation.reprocess import ReprocessError, run_reprocess
 from annotation.staging import RunInProgressError
 from corpora.corpus import InputError
-from plumbing.config import ConfigError, parse_job_args
+from plumbing.config import ConfigError, job_main
 
 
-def main(argv: list[str] | None = None) -> int:
+@job_main(ReprocessConfig, errors=(ConfigError, InputError, FileNotFoundError))
+def main(config: ReprocessConfig) -> int:
     try:
-        config = parse_job_args(ReprocessConfig, argv, "python -m jobs.reprocess", __doc__)
         summary = run_reprocess(config)
     except (ConcurrentCommitError, RunInProgressError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -41,9 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     except ReprocessError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except (ConfigError, InputError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     print(summary.format(), flush=True)
     return 0
 

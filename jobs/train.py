@@ -18,7 +18,7 @@ from pathlib import Path
 
 from corpora.corpus import InputError
 from ner.model import ModelNotFoundError, resolve_model
-from plumbing.config import ConfigError, parse_job_args
+from plumbing.config import ConfigError, job_main
 from training.config import TrainConfig
 
 
@@ -54,16 +54,12 @@ def run(cfg: TrainConfig):
     return result, export_dir, best
 
 
-def main(argv: list[str] | None = None) -> int:
+# a bad key or a cluster too small; a missing model or dataset; a foreign dataset
+@job_main(TrainConfig, errors=(ConfigError, InputError, ModelNotFoundError, FileNotFoundError))
+def main(cfg: TrainConfig) -> int:
     from training.console import summary
 
-    try:
-        cfg = parse_job_args(TrainConfig, argv, "python -m jobs.train", __doc__)
-        result, export_dir, best = run(cfg)
-    except (ConfigError, InputError, ModelNotFoundError, FileNotFoundError) as err:
-        # a bad key or a cluster too small; a missing model or dataset; a foreign dataset
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result, export_dir, best = run(cfg)
     print("training finished")
     print(summary(best, int(result.metrics["global_step"]), export_dir))
     return 0

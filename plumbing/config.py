@@ -12,9 +12,10 @@ default. This module is the only place that reads config YAML or ``key=value``.
 from __future__ import annotations
 
 import os
+import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -203,3 +204,35 @@ def parse_job_args(
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     return load_config(cls, args.config, args.overrides)
+
+
+def job_main(
+    cls: type[T], errors: tuple[type[Exception], ...] = ()
+) -> Callable[[Callable[[T], int]], Callable[[Sequence[str] | None], int]]:
+    """A job's ``main(config) -> exit code`` as the ``main(argv=None) -> exit code`` it runs as.
+
+    The command line is parsed into ``cls`` by :func:`parse_job_args` (prog and
+    description from the job's module); a :class:`ConfigError` there, or one of
+    ``errors`` raised by the job, is printed as ``error: ...`` on stderr and the
+    exit code is 2, as every job's was.
+    """
+
+    def decorate(run: Callable[[T], int]) -> Callable[[Sequence[str] | None], int]:
+        module = sys.modules[run.__module__]
+
+        def main(argv: Sequence[str] | None = None) -> int:
+            prog = f"python -m {getattr(module.__spec__, 'name', run.__module__)}"
+            try:
+                config = parse_job_args(cls, argv, prog, module.__doc__)
+            except ConfigError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+            try:
+                return run(config)
+            except errors as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+
+        return main
+
+    return decorate
