@@ -7,7 +7,7 @@ time. Output, under ``output``:
 
 - ``articles/<stem>.parquet``: :data:`corpora.pmc.ARTICLE_SCHEMA` plus
   ``content_hash`` (of ``text``, as :mod:`annotation.planning` compares it), input
-  for ``jobs.annotate id_column=pmcid text_columns=[text]``;
+  for ``jobs.annotate id_column=pmcid text_columns=[text] passages_column=passages``;
 - ``_report.json``, written last: the counts per file, the bad files and the bad
   articles with their reasons.
 
@@ -176,7 +176,7 @@ class PmcSummary(ConversionSummary):
             f"{len(self.bad_articles):,}; archive members skipped (not .nxml/.xml) "
             f"{self.total('skipped_members'):,}; wall {self.wall_s:.1f} s",
             f"articles -> {self.output}/{ARTICLES_DIR}/ (jobs.annotate input: "
-            "id_column=pmcid text_columns=[text])",
+            "id_column=pmcid text_columns=[text] passages_column=passages)",
             *self.bad_file_lines(),
         ]
         lines += [

@@ -12,7 +12,8 @@ unless named in ``keep``. ``_report.json``, written last, has the counts per
 file and the bad files and bad articles with their reasons. A file that cannot
 be read, or an article inside an archive that cannot, is reported by name and
 the rest goes on; the exit code is then 1. Annotate the result with
-``python -m jobs.annotate input=DIR/articles id_column=pmcid text_columns=[text]``.
+``python -m jobs.annotate input=DIR/articles id_column=pmcid text_columns=[text]
+passages_column=passages`` (each entity then names its passage's section).
 """
 
 from __future__ import annotations
