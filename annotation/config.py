@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from ner.decode import DECODINGS
 from ner.labels import type_thresholds
 from ner.windowing import WORD_UNITS
-from plumbing.config import ConfigError, JobConfig
+from plumbing.config import ConfigError, JobConfig, Resources
 
 CONTENT_HASH = "content_hash"  # sha256 (128 bits, hex) of a document's text columns
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -111,7 +111,7 @@ class AnnotateConfig(JobConfig):
         description="CPUs reserved per classifier actor (bookkeeping: torch_threads sets its threads; "
         "Ray Data's file listing needs 1 free CPU, so keep the sum of reservations below the cluster's)",
     )
-    classifier_resources: dict[str, float] = Field(
+    classifier_resources: Resources = Field(
         {},
         description="custom Ray resources each classifier actor needs, to place it on the nodes that "
         "have them (started with `ray start --resources='{\"big_gpu\": 1}'`), e.g. {big_gpu: 1}",
@@ -199,13 +199,6 @@ class AnnotateConfig(JobConfig):
                 f"text_columns={self.text_columns} has {len(self.text_columns)}"
             )
         return self
-
-    @field_validator("classifier_resources")
-    @classmethod
-    def _positive_amounts(cls, value: dict[str, float]) -> dict[str, float]:
-        if any(not v > 0 for v in value.values()):
-            raise ConfigError("classifier_resources: each amount must be > 0")
-        return value
 
     @model_validator(mode="after")
     def _gpus_need_a_gpu_device(self) -> AnnotateConfig:

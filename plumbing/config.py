@@ -17,10 +17,17 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 T = TypeVar("T", bound="JobConfig")
 
@@ -66,6 +73,16 @@ class JobConfig(BaseModel):
     @classmethod
     def _read_as_yaml(cls, value: Any, info) -> Any:
         return _loosen(value, cls.model_fields[info.field_name].annotation)
+
+
+def _positive_amounts(value: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+    if any(not v > 0 for v in value.values()):
+        raise ConfigError(f"{info.field_name}: each amount must be > 0")
+    return value
+
+
+# Custom Ray resources an actor or worker needs, by name; each amount above 0.
+Resources = Annotated[dict[str, float], AfterValidator(_positive_amounts)]
 
 
 def _loosen(value: Any, annotation: Any) -> Any:

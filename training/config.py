@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ner.viterbi import DECODINGS
-from plumbing.config import ConfigError, JobConfig
+from plumbing.config import JobConfig, Resources
 from training.augment import DEFAULT_RATE
 
 
@@ -77,7 +77,7 @@ class TrainConfig(JobConfig):
     )
     use_gpu: bool = Field(False, description="one GPU per worker")
     cpus_per_worker: int = Field(1, description="CPUs reserved per worker", gt=0)
-    worker_resources: dict[str, float] = Field(
+    worker_resources: Resources = Field(
         {},
         description="custom Ray resources each worker needs, to place the workers on the nodes that "
         "have them (started with `ray start --resources='{\"trainer\": 1}'`), e.g. {trainer: 1}",
@@ -105,13 +105,6 @@ class TrainConfig(JobConfig):
         description="show Ray's, Ray Train's and Hugging Face's own logs on the console "
         "(they are always in Ray's session log folder)",
     )
-
-    @field_validator("worker_resources")
-    @classmethod
-    def _positive_amounts(cls, value: dict[str, float]) -> dict[str, float]:
-        if any(not v > 0 for v in value.values()):
-            raise ConfigError("worker_resources: each amount must be > 0")
-        return value
 
 
 class BuildDatasetConfig(JobConfig):
