@@ -32,15 +32,11 @@ from corpora.export import (
 from corpora.fulltext_export import bioc_fulltext, read_fulltexts
 from corpora.writer import REJECTED_DIR, list_written
 from plumbing.atomic import atomic_write
-from plumbing.config import ConfigError, parse_job_args
+from plumbing.config import job_main
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse_job_args(ExportConfig, argv, "python -m jobs.export", __doc__)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+@job_main(ExportConfig)
+def main(args: ExportConfig) -> int:
     fs, root = resolve_filesystem(args.annotations)
     manifest = read_manifest(fs, root) or {}
     run = manifest.get("config", {})
