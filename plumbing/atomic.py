@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -104,17 +104,3 @@ def fsync_directory(folder: str | os.PathLike) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def fsync_files(paths: Iterable[str | os.PathLike]) -> None:
-    """Flush local files written by other means (hard links, copies) and their directories."""
-    folders = set()
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        folders.add(os.path.dirname(os.path.abspath(path)))
-    for folder in folders:
-        fsync_directory(folder)
