@@ -179,5 +179,6 @@ def test_decoding_is_not_fused_into_the_write_tasks(ray_local, corpus, tiny_mode
     with contextlib.redirect_stdout(plan):
         ds.explain()
     physical = plan.getvalue().split("Physical Plan (Optimized)")[1]
-    assert "ActorPoolMapOperator[MapBatches(SpanDecodeStage)]" in physical
+    # Decoding, then abbreviation resolution (on by default), in one actor pool.
+    assert "ActorPoolMapOperator[MapBatches(DecodeWithAbbreviationsStage)]" in physical
     assert "TaskPoolMapOperator[MapBatches(_write)]" in physical
