@@ -2,6 +2,7 @@
 
 python -m benchmarks.abbreviation_effect [--model outputs/train/demo/model]
     [--gold ../shared/data/pubmed-sample/CDR_TrainingSet.PubTator.txt] [--out outputs/bench/abbreviations]
+python -m benchmarks.abbreviation_effect --stage-cost
 
 Runs ``jobs.evaluate`` on the gold corpus twice, with ``annotate.abbreviations=false``
 and ``=true`` (Chemical scored, Disease not: the README's form), and reads back from
@@ -17,6 +18,11 @@ each run (``include_text``) its annotations. Prints, per setting:
   over the run without it: the definition finder alone (Python over each text),
   and the whole resolution of its 500 rows as one batch (finder + numpy).
   The jobs' wall times are not printed: on a shared machine they time the neighbours.
+
+``--stage-cost`` prints instead what the step adds to the decoding stage: the 500
+abstracts tokenized, with ``benchmarks.decode_speed``'s synthetic predictions, through
+``SpanDecodeStage`` and ``DecodeWithAbbreviationsStage`` (argmax) in batches of 64,
+milliseconds per document, best of 5 (CPU time is the steadier figure on a shared machine).
 """
 
 from __future__ import annotations
@@ -117,12 +123,31 @@ def cost_ms_per_document(out: Path, repeat: int = 3) -> tuple[float, float]:
     return finder / len(texts) * 1000, resolution / len(texts) * 1000
 
 
+def stage_cost() -> None:
+    from benchmarks.decode_speed import best_time, tokenized_abstracts, with_predictions
+    from ner.abbreviation_resolution import DecodeWithAbbreviationsStage
+    from ner.decode import SpanDecodeStage
+
+    table = with_predictions(tokenized_abstracts())
+    batches = [table.slice(start, 64) for start in range(0, table.num_rows, 64)]
+    for stage in (
+        SpanDecodeStage(decoding="argmax"),
+        DecodeWithAbbreviationsStage(decoding="argmax"),
+    ):
+        wall, cpu = (seconds / table.num_rows * 1000 for seconds in best_time(stage, batches, 5))
+        print(f"{type(stage).__name__:<30} ms per document: wall {wall:.3f}, CPU {cpu:.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="outputs/train/demo/model")
     parser.add_argument("--gold", type=Path, default=GOLD)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/abbreviations"))
+    parser.add_argument("--stage-cost", action="store_true", help="only the decoding stage's cost")
     args = parser.parse_args(argv)
+    if args.stage_cost:
+        stage_cost()
+        return 0
     results = {}
     for setting in (False, True):
         out = args.out / ("with" if setting else "without")
