@@ -5,7 +5,7 @@ python -m jobs.annotate --config configs/annotate_cpu.yaml input=DIR_OR_URI outp
 Reads the input files' footers first (fails on a missing file, column or unreadable
 file before any model work), then streams: read Parquet (projected columns) ->
 TokenizeStage (CPU actors) -> TokenClassifierStage (actor pool, GPUs when present)
--> SpanDecodeStage (CPU tasks) -> ParquetShardWriter (CPU tasks). Prints a summary
+-> SpanDecodeStage, then abbreviation resolution (CPU actors) -> ParquetShardWriter. Prints a summary
 and checks rows_in == rows_out + rows_rejected; the manifest ``_manifest.json`` is
 written last. Rerunning an interrupted run with its run_id skips what it wrote.
 ``verbose=true`` shows Ray's own log lines; they are always in the logs folder printed.
