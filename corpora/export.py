@@ -119,18 +119,25 @@ def to_document(
             )
         base = 0 if column == title_column else len(title) + 1
         start = entity["start"] - starts[present.index(column)] + base
-        end = start + entity["end"] - entity["start"]
-        if text[start:end] != entity["text"]:
-            raise ExportError(
-                f"document {document.doc_id}: entity {entity['text']!r} at {entity['start']} is "
-                f"{text[start:end]!r} in the texts given: were they changed after annotation?"
-            )
-        label = entity["label"]
-        if label not in type_map:
-            raise ExportError(f"label {label!r} has no export name: add type_map.{label}=NAME")
-        score = float(entity["score"]) if entity["score"] is not None else float("nan")
-        document.mentions.append(Mention(start, end, entity["text"], type_map[label], label, score))
+        document.mentions.append(checked_mention(document.doc_id, entity, start, text, type_map))
     return document
+
+
+def checked_mention(
+    doc_id: str, entity: dict, start: int, text: str, type_map: dict[str, str]
+) -> Mention:
+    """The entity as a mention at ``start`` in ``text``, which must hold its text there."""
+    end = start + entity["end"] - entity["start"]
+    if text[start:end] != entity["text"]:
+        raise ExportError(
+            f"document {doc_id}: entity {entity['text']!r} at {entity['start']} is "
+            f"{text[start:end]!r} in the text given: was it changed after annotation?"
+        )
+    label = entity["label"]
+    if label not in type_map:
+        raise ExportError(f"label {label!r} has no export name: add type_map.{label}=NAME")
+    score = float(entity["score"]) if entity["score"] is not None else float("nan")
+    return Mention(start, end, entity["text"], type_map[label], label, score)
 
 
 def read_documents(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpora.export import ExportError, Mention, _join_texts
+from corpora.export import ExportError, Mention, _join_texts, checked_mention
 from corpora.pubtator import TitledDocument
 from ner import columns as C
 
@@ -87,17 +87,7 @@ def to_fulltext(
                 f"document {doc_id}: entity {entity['text']!r} lies in column "
                 f"{entity['column']!r}, not in {text_column!r} (text_columns)"
             )
-        start, end = entity["start"], entity["end"]
-        if text[start:end] != entity["text"]:
-            raise ExportError(
-                f"document {doc_id}: entity {entity['text']!r} at {start} is "
-                f"{text[start:end]!r} in the text given: was it changed after annotation?"
-            )
-        label = entity["label"]
-        if label not in type_map:
-            raise ExportError(f"label {label!r} has no export name: add type_map.{label}=NAME")
-        score = float(entity["score"]) if entity["score"] is not None else float("nan")
-        document.mentions.append(Mention(start, end, entity["text"], type_map[label], label, score))
+        document.mentions.append(checked_mention(doc_id, entity, entity["start"], text, type_map))
     return document
 
 
