@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-
-import yaml
 
 from corpora.gold import Span
+from plumbing.config import ConfigError, read_yaml_mapping
 
 IGNORE = "-"  # a gold type mapped to this is not scored
 MODES = {"strict": 0, "lenient": 1}  # boundary tolerance in characters
@@ -34,13 +32,10 @@ def parse_type_map(spec: str | Mapping[str, str | None]) -> dict[str, str | None
     ``None`` stands for a gold type that is not scored.
     """
     if isinstance(spec, str):
-        path = Path(spec)
-        if not path.is_file():
-            raise TypeMapError(f"type map file {path} not found")
-        # A types table read with the gold corpus: data, not a job's config.
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(spec, dict):
-            raise TypeMapError(f"{path}: expected a mapping of gold type -> model type")
+        try:
+            spec = read_yaml_mapping(spec, "type map file")
+        except ConfigError as err:
+            raise TypeMapError(str(err)) from err
     pairs = [(str(k), IGNORE if v is None else str(v)) for k, v in spec.items()]
     return {gold: None if model == IGNORE else model for gold, model in pairs}
 

@@ -168,6 +168,20 @@ def _set(values: dict[str, Any], key: str, value: Any) -> None:
     _set(values[head], rest, value)
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A YAML file holding one mapping (empty: ``{}``); the one place files are read as YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} not found")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping of key: value")
+    return loaded or {}
+
+
 def load_config(
     cls: type[T],
     path: str | os.PathLike | None = None,
@@ -179,13 +193,7 @@ def load_config(
     """
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a YAML mapping of key: value")
-        values.update(loaded or {})
+        values.update(read_yaml_mapping(path, "config file"))
     if not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
     for key, value in overrides.items():
