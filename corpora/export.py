@@ -262,15 +262,21 @@ def bioc_document(document: TitledDocument):
         doc.add_passage(passage)
         passages.append(passage)
     for number, mention in enumerate(document.mentions):
-        annotation = bioc.BioCAnnotation()
-        annotation.id = str(number)
-        annotation.text = mention.text
-        annotation.infons.update(
-            type=mention.type, label=mention.label, score=f"{mention.score:.4f}"
-        )
-        annotation.add_location(bioc.BioCLocation(mention.start, mention.end - mention.start))
+        annotation = bioc_annotation(number, mention)
         passages[0 if mention.start < passages[1].offset else 1].add_annotation(annotation)
     return doc
+
+
+def bioc_annotation(number: int, mention: Mention):
+    """One mention as a BioC annotation, its location in document offsets."""
+    import bioc  # imported where BioC is written, as above
+
+    annotation = bioc.BioCAnnotation()
+    annotation.id = str(number)
+    annotation.text = mention.text
+    annotation.infons.update(type=mention.type, label=mention.label, score=f"{mention.score:.4f}")
+    annotation.add_location(bioc.BioCLocation(mention.start, mention.end - mention.start))
+    return annotation
 
 
 def write_bioc_xml(

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpora.export import ExportError, Mention, _join_texts, checked_mention
+from corpora.export import ExportError, Mention, _join_texts, bioc_annotation, checked_mention
 from corpora.pubtator import TitledDocument
 from ner import columns as C
 
@@ -155,13 +155,7 @@ def bioc_fulltext(document: FullText):
         passages.append(passage)
     starts = [p.offset for p in passages]
     for number, mention in enumerate(document.mentions):
-        annotation = bioc.BioCAnnotation()
-        annotation.id = str(number)
-        annotation.text = mention.text
-        annotation.infons.update(
-            type=mention.type, label=mention.label, score=f"{mention.score:.4f}"
-        )
-        annotation.add_location(bioc.BioCLocation(mention.start, mention.end - mention.start))
+        annotation = bioc_annotation(number, mention)
         at = max(bisect.bisect_right(starts, mention.start) - 1, 0)
         passages[at].add_annotation(annotation)
     return doc
